@@ -35,7 +35,8 @@ def expm(A: torch.Tensor) -> torch.Tensor:
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
         raise ValueError(f"expm: needs square matrices (..., n, n), got shape {tuple(A.shape)}")
     if torch.compiler.is_compiling():
-        return torch.matrix_exp(A)
+        # .contiguous(): torch 2.14's matrix_exp fails on batches with permuted strides.
+        return torch.matrix_exp(A.contiguous())
     max_norm = float(A.detach().abs().sum(-2).amax()) if A.numel() else 0.0
     theta = _EXPM_THETA[A.dtype]
     squarings = math.ceil(math.log2(max_norm / theta)) if math.isfinite(max_norm) and max_norm > theta else 0

@@ -62,6 +62,10 @@ class AdditiveEncoding(PositionEncoding):
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        """``enc(pos)`` is ``enc.embed(pos)``."""
+        return self.embed(pos)
+
 
 class LearnedAPE(AdditiveEncoding):
     """Learned absolute position embedding: one trainable vector per patch of ``train_grid``.
@@ -71,7 +75,8 @@ class LearnedAPE(AdditiveEncoding):
     the same table more densely (*interpolation*, as rope-vit and timm resize APE). With an
     extrapolating convention, positions past the training grid see the border vectors.
 
-    Parameters: ``table`` ``(h0 * w0, dim)``, row-major, trunc-normal std 0.02.
+    Parameters: ``table`` ``(h0 * w0, dim)``, row-major, ``trunc_normal_(std=0.02)`` as DeiT and timm
+    (cut at +-2, so in effect N(0, 0.02^2)).
     """
 
     name = "ape-learned"

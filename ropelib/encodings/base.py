@@ -228,6 +228,10 @@ class RotaryEncoding(PositionEncoding):
             table = self._tables.get(self, pos, lambda: self._compute_table(pos))
         return self._rotate_with(x, table)
 
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """``enc(x, pos)`` is ``enc.rotate(x, pos)``."""
+        return self.rotate(x, pos)
+
     def matrix(self, pos: torch.Tensor) -> torch.Tensor:
         """The rotation matrices themselves, shape ``(H, num_prefix_tokens + N, d, d)``.
 
