@@ -24,76 +24,88 @@ def pair_channels(head_dim: int, layout: str) -> tuple[torch.Tensor, torch.Tenso
     return k, k + head_dim // 2
 
 
-def _swap_pairs(x: torch.Tensor, layout: str) -> torch.Tensor:
-    """The partner of every channel: ``(x1, x0)`` per pair."""
+def _halves(t: torch.Tensor, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of the first and second channel of every plane, ``(..., d/2)`` each."""
     if layout == "adjacent":
-        return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-    return x.roll(x.shape[-1] // 2, dims=-1)
-
-
-def _expand(half_table: torch.Tensor, layout: str, signs: tuple[float, float]) -> torch.Tensor:
-    """Per-pair values ``(..., d/2)`` to per-channel ``(..., d)``, signed per pair member."""
-    first, second = signs[0] * half_table, signs[1] * half_table
-    if layout == "adjacent":
-        return torch.stack((first, second), dim=-1).flatten(-2)
-    return torch.cat((first, second), dim=-1)
-
-
-def _rotate(x: torch.Tensor, C: torch.Tensor, S: torch.Tensor, layout: str) -> torch.Tensor:
-    # (x0, x1) -> (x0 c - x1 s, x1 c + x0 s) as x*C + swap(x)*S with S = (-s, +s):
-    # three passes over x, where timm's x*cos + rot(x)*sin takes five.
-    out = x * C
-    return out.addcmul_(_swap_pairs(x, layout), S)
-
-
-class PlanarRotation(torch.autograd.Function):
-    """Rotate channel pairs of ``x`` (``(..., N, d)``) by angles with ``cos``/``sin`` ``(..., N, d/2)``.
-
-    Backward is the inverse rotation (angle ``-theta``), plus gradients for the tables when the
-    frequencies are learned; autograd would store and replay every intermediate instead.
-    """
-
-    @staticmethod
-    def forward(ctx, x, cos, sin, layout):
-        C = _expand(cos, layout, (1.0, 1.0))
-        S = _expand(sin, layout, (-1.0, 1.0))
-        ctx.layout = layout
-        ctx.table_shape = cos.shape
-        ctx.save_for_backward(x if (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]) else None, C, S)
-        return _rotate(x, C, S, layout)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, C, S = ctx.saved_tensors
-        layout = ctx.layout
-        grad_x = grad_cos = grad_sin = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _rotate(grad, C, -S, layout)
-        if ctx.needs_input_grad[1]:
-            grad_C = (grad * x).sum_to_size(C.shape)
-            first, second = _split_pairs(grad_C, layout)
-            grad_cos = (first + second).sum_to_size(ctx.table_shape)
-        if ctx.needs_input_grad[2]:
-            grad_S = (grad * _swap_pairs(x, layout)).sum_to_size(S.shape)
-            first, second = _split_pairs(grad_S, layout)
-            grad_sin = (second - first).sum_to_size(ctx.table_shape)
-        return grad_x, grad_cos, grad_sin, None
-
-
-def _split_pairs(t: torch.Tensor, layout: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if layout == "adjacent":
-        return t.unflatten(-1, (-1, 2)).unbind(-1)
+        pairs = t.unflatten(-1, (-1, 2))
+        return pairs[..., 0], pairs[..., 1]
     return t.chunk(2, dim=-1)
 
 
-def rotate_planes(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str = "adjacent") -> torch.Tensor:
-    """Rotate the channel planes of ``x`` ``(..., H, N, d)`` by tables ``(H or 1, N, d/2)``.
+def _rotate_into_new(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str,
+                     sign: float = 1.0) -> torch.Tensor:
+    """``(x1, x2) -> (x1 c - x2 s, x2 c + x1 s)`` per plane (``sign=-1``: the inverse rotation).
 
-    The tables are cast to ``x``'s dtype, so under bf16 autocast the output is bf16 (what
-    ``scaled_dot_product_attention`` wants), while the angles themselves were computed in
-    float32.
+    Written slice by slice into one new tensor: four passes and no temporary, where
+    ``x*cos + rot(x)*sin`` (timm) materialises the rotated copy and two products.
     """
-    return PlanarRotation.apply(x, cos.to(x.dtype), sin.to(x.dtype), layout)
+    x1, x2 = _halves(x, layout)
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace out= into strided views; inductor fuses this form into one kernel.
+        o1, o2 = x1 * cos - sign * x2 * sin, x2 * cos + sign * x1 * sin
+        if layout == "adjacent":
+            return torch.stack((o1, o2), dim=-1).flatten(-2)
+        return torch.cat((o1, o2), dim=-1)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # contiguous, whatever x's strides
+    o1, o2 = _halves(out, layout)
+    torch.mul(x1, cos, out=o1)
+    o1.addcmul_(x2, sin, value=-sign)
+    torch.mul(x2, cos, out=o2)
+    o2.addcmul_(x1, sin, value=sign)
+    return out
+
+
+class PlanarRotation(torch.autograd.Function):
+    """Rotate the planes of ``x`` ``(..., N, d)`` by ``angles`` ``(..., N, d/2)``.
+
+    ``cos`` and ``sin`` are the angles' (possibly cached) cosines and sines, without autograd
+    history. Backward is the inverse rotation of the gradient, and, when the angles are learned,
+    ``d out / d theta = (-out2, out1)``: the output turned by a quarter, so the angle gradient
+    comes from the saved output in one product, without the input.
+    """
+
+    @staticmethod
+    def forward(ctx, x, angles, cos, sin, layout):
+        out = _rotate_into_new(x, cos, sin, layout)
+        ctx.layout = layout
+        ctx.angles_shape = angles.shape
+        ctx.angles_dtype = angles.dtype
+        ctx.save_for_backward(cos, sin, out if ctx.needs_input_grad[1] else None)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin, out = ctx.saved_tensors
+        grad_x = grad_angles = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _rotate_into_new(grad, cos, sin, ctx.layout, sign=-1.0)
+        if ctx.needs_input_grad[1]:
+            grad_angles = _angle_gradient(grad, out, ctx.layout).sum_to_size(ctx.angles_shape)
+            grad_angles = grad_angles.to(ctx.angles_dtype)
+        return grad_x, grad_angles, None, None, None
+
+
+def _angle_gradient(grad: torch.Tensor, out: torch.Tensor, layout: str) -> torch.Tensor:
+    """``d loss / d theta`` per token, before summing over the batch: ``g2 * o1 - g1 * o2``."""
+    g1, g2 = _halves(grad, layout)
+    o1, o2 = _halves(out, layout)
+    per_token = g2 * o1
+    return per_token.addcmul_(g1, o2, value=-1.0)
+
+
+def rotate_planes(x: torch.Tensor, angles: torch.Tensor, layout: str = "adjacent",
+                  cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Rotate the channel planes of ``x`` ``(..., H, N, d)`` by ``angles`` ``(H or 1, N, d/2)``.
+
+    ``cos_sin`` may carry the angles' precomputed cosines and sines (a cache). They are cast to
+    ``x``'s dtype, so under bf16 autocast the output is bf16 (what
+    ``scaled_dot_product_attention`` wants), while the angles themselves stay float32.
+    """
+    if cos_sin is None:
+        with torch.no_grad():
+            cos_sin = (angles.cos(), angles.sin())
+    cos, sin = (t.to(x.dtype) for t in cos_sin)
+    return PlanarRotation.apply(x, angles, cos, sin, layout)
 
 
 def rotate_blocks(x: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:

@@ -48,11 +48,12 @@ class PlanarRotary(RotaryEncoding):
     def _rotation_table(self, pos):
         freqs = self.frequency_vectors().to(pos.dtype)
         angles = torch.einsum("nc,hkc->hnk", pos, freqs)  # (H, N, d/2)
-        return angles.cos(), angles.sin()
+        with torch.no_grad():
+            return angles, (angles.cos(), angles.sin())
 
     def _rotate_with(self, x, table):
-        cos, sin = table
-        return rotate_planes(x, cos, sin, self.layout)
+        angles, cos_sin = table
+        return rotate_planes(x, angles, self.layout, cos_sin)
 
     def generators(self) -> torch.Tensor:
         freqs = self.frequency_vectors().expand(self.num_heads, -1, -1)  # (H, d/2, axes)

@@ -1,0 +1,71 @@
+"""Where a number came from: code commit, date, hardware and software, stored beside every result."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """The commit of the repository holding ``path`` (default: ropelib's), ``+dirty`` if it has
+    uncommitted changes; ``None`` outside a git checkout (e.g. a pip install)."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device | str | None = None) -> dict:
+    """Hardware and software versions; the accelerator's name when ``device`` is a GPU."""
+    from . import __version__
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ropelib": __version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        import torchvision
+
+        env["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def provenance(device=None, **extra) -> dict:
+    """A record to store next to a result: date (UTC), commit, environment, plus ``extra``."""
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "environment": environment(device),
+        **extra,
+    }
