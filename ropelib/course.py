@@ -1,0 +1,232 @@
+"""Maintenance of the course repository: notebooks' Colab cells, student copies, offline builds.
+
+    python -m ropelib.course sync            # write every notebook's badge and setup cell from _config.yml
+    python -m ropelib.course check           # report notebooks whose cells are out of date (CI runs this)
+    python -m ropelib.course student OUT     # copies of the notebooks without the exercise solutions
+    python -m ropelib.course build-offline   # build the site with MathJax served locally
+
+The repository URL lives in one place, ``repository.url`` in ``_config.yml``: the book's launch
+buttons read it, and ``sync`` writes it into each notebook's Colab badge and install cell (a
+notebook opened on Colab cannot read the book's configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BADGE_TAG = "colab-badge"
+SETUP_TAG = "colab-setup"
+
+BADGE = "[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})"
+SETUP = '''\
+# Setup. On Colab this installs ropelib from the course repository and keeps Colab's PyTorch;
+# anywhere else it does nothing (ropelib is already installed there, see the README).
+import sys
+
+if "google.colab" in sys.modules:
+    %pip install --quiet "{requirement} @ git+{url}@{branch}"
+
+import torch
+
+print(f"torch {{torch.__version__}}, device: {{'cuda' if torch.cuda.is_available() else 'cpu'}}")'''
+
+
+def _yaml(path: Path) -> dict:
+    try:
+        import yaml
+    except ImportError as error:  # pragma: no cover - PyYAML comes with jupyter-book
+        raise SystemExit("ropelib.course needs PyYAML: pip install -r requirements.txt") from error
+    return yaml.safe_load(path.read_text())
+
+
+def repository(root: Path = ROOT) -> tuple[str, str]:
+    """``(url, branch)`` from ``_config.yml``."""
+    repo = _yaml(root / "_config.yml").get("repository", {})
+    if "url" not in repo:
+        raise SystemExit(f"{root / '_config.yml'} has no repository.url; set it to the course repository")
+    return repo["url"].rstrip("/"), repo.get("branch", "main")
+
+
+def toc_files(root: Path = ROOT) -> list[str]:
+    """Every ``file:`` of ``_toc.yml`` (and the root), in reading order, without extension."""
+    toc = _yaml(root / "_toc.yml")
+    found = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                found.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return found
+
+
+def notebooks(root: Path = ROOT) -> list[Path]:
+    return sorted((root / "notebooks").glob("*.ipynb"))
+
+
+def _uses_training_extras(nb: dict) -> bool:
+    return any("ropelib.train" in "".join(c["source"]) or "ropelib.data" in "".join(c["source"])
+               or "ropelib.vit" in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def expected_cells(path: Path, root: Path = ROOT) -> list[dict]:
+    """The badge cell and the setup cell that ``path`` should start with."""
+    url, branch = repository(root)
+    github = url.replace("https://github.com/", "")
+    colab = f"https://colab.research.google.com/github/{github}/blob/{branch}/notebooks/{path.name}"
+    nb = json.loads(path.read_text())
+    requirement = "ropelib[train]" if _uses_training_extras(nb) else "ropelib"
+    badge = {"cell_type": "markdown", "id": "colab-badge", "metadata": {"tags": [BADGE_TAG, "remove-cell"]},
+             "source": BADGE.format(colab=colab)}
+    setup = {"cell_type": "code", "execution_count": None, "id": "colab-setup",
+             "metadata": {"tags": [SETUP_TAG]}, "outputs": [],
+             "source": SETUP.format(requirement=requirement, url=url, branch=branch)}
+    return [badge, setup]
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _has_tag(cell: dict, tag: str) -> bool:
+    return tag in cell.get("metadata", {}).get("tags", [])
+
+
+def sync(root: Path = ROOT) -> list[Path]:
+    """Rewrite the first two cells of every notebook; returns the notebooks that changed."""
+    changed = []
+    for path in notebooks(root):
+        nb = json.loads(path.read_text())
+        cells = [c for c in nb["cells"] if not (_has_tag(c, BADGE_TAG) or _has_tag(c, SETUP_TAG))]
+        badge, setup = expected_cells(path, root)
+        # keep whatever the setup cell printed last time
+        old_setup = next((c for c in nb["cells"] if _has_tag(c, SETUP_TAG)), None)
+        if old_setup is not None and _source(old_setup) == setup["source"]:
+            setup = old_setup
+        new_cells = [badge, setup] + cells
+        if new_cells != nb["cells"]:
+            nb["cells"] = new_cells
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(path)
+    return changed
+
+
+def check(root: Path = ROOT) -> list[str]:
+    """Problems with the notebooks' Colab cells (empty when all is in order)."""
+    problems = []
+    for path in notebooks(root):
+        nb = json.loads(path.read_text())
+        badge, setup = expected_cells(path, root)
+        cells = nb["cells"]
+        if len(cells) < 2 or _source(cells[0]) != badge["source"] or not _has_tag(cells[0], BADGE_TAG):
+            problems.append(f"{path.name}: first cell is not the Colab badge for {repository(root)[0]}")
+        if len(cells) < 2 or _source(cells[1]) != setup["source"] or not _has_tag(cells[1], SETUP_TAG):
+            problems.append(f"{path.name}: second cell is not the Colab setup cell")
+    if problems:
+        problems.append("run `python -m ropelib.course sync` to rewrite them from _config.yml")
+    return problems
+
+
+def student_copies(out: Path, root: Path = ROOT) -> list[Path]:
+    """Copies of the notebooks with every exercise solution removed (outputs cleared).
+
+    A solution is what lies between a ``{solution-start}`` cell and its ``{solution-end}`` cell,
+    or a single ``{solution}`` cell (sphinx-exercise's two syntaxes).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in notebooks(root):
+        nb = json.loads(path.read_text())
+        kept, inside = [], False
+        for cell in nb["cells"]:
+            text = _source(cell)
+            if cell["cell_type"] == "markdown" and "{solution-start}" in text:
+                inside = True
+                continue
+            if cell["cell_type"] == "markdown" and "{solution-end}" in text:
+                inside = False
+                continue
+            if inside or (cell["cell_type"] == "markdown" and "{solution}" in text):
+                continue
+            cell = copy.deepcopy(cell)
+            if cell["cell_type"] == "code":
+                cell["outputs"], cell["execution_count"] = [], None
+            kept.append(cell)
+        nb["cells"] = kept
+        target = out / path.name
+        target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        written.append(target)
+    return written
+
+
+def build_offline(root: Path = ROOT, mathjax_dir: Path | None = None, extra: list[str] | None = None) -> int:
+    """Build the site so that it renders maths without a network: MathJax 3 served from _static.
+
+    MathJax comes from ``npm install mathjax@3`` (a ``node_modules/mathjax/es5`` folder) or from
+    ``mathjax_dir`` (any folder holding ``tex-mml-chtml.js``).
+    """
+    if mathjax_dir is None:
+        mathjax_dir = root / "node_modules" / "mathjax" / "es5"
+    if not (mathjax_dir / "tex-mml-chtml.js").exists():
+        raise SystemExit(
+            f"no MathJax 3 in {mathjax_dir}: run `npm install mathjax@3` in {root} "
+            "(or pass --mathjax DIR, a folder with tex-mml-chtml.js)"
+        )
+    static = root / "_build" / "offline_static"
+    if static.exists():
+        shutil.rmtree(static)
+    shutil.copytree(mathjax_dir, static / "mathjax")
+    config = _yaml(root / "_config.yml")
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
+    sphinx_config["html_static_path"] = [str(static)]
+    sphinx_config["mathjax_path"] = "mathjax/tex-mml-chtml.js"
+    import yaml
+
+    offline_config = root / "_build" / "_config_offline.yml"
+    offline_config.write_text(yaml.safe_dump(config, sort_keys=False))
+    command = [sys.executable, "-m", "jupyter_book", "build", str(root), "--config", str(offline_config),
+               *(extra or [])]
+    print("+", " ".join(command))
+    return subprocess.call(command)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ropelib.course", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("sync", help="write every notebook's badge and setup cell from _config.yml")
+    sub.add_parser("check", help="report notebooks whose Colab cells are out of date")
+    student = sub.add_parser("student", help="copies of the notebooks without exercise solutions")
+    student.add_argument("out", type=Path)
+    offline = sub.add_parser("build-offline", help="build the site with MathJax served locally")
+    offline.add_argument("--mathjax", type=Path, default=None, help="folder holding MathJax 3's tex-mml-chtml.js")
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "sync":
+        for path in sync():
+            print("updated", path.relative_to(ROOT))
+        return 0
+    if args.command == "check":
+        problems = check()
+        print("\n".join(problems) or "all notebooks are in sync with _config.yml")
+        return 1 if problems else 0
+    if args.command == "student":
+        for path in student_copies(args.out):
+            print("wrote", path)
+        return 0
+    return build_offline(mathjax_dir=args.mathjax, extra=extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
