@@ -3,7 +3,7 @@
     python -m ropelib.course sync            # write every notebook's badge and setup cell from _config.yml
     python -m ropelib.course check           # report notebooks whose cells are out of date (CI runs this)
     python -m ropelib.course student OUT     # copies of the notebooks without the exercise solutions
-    python -m ropelib.course build-offline   # build the site with MathJax served locally
+    python -m ropelib.course build --offline # build the site with MathJax served locally (--student: no solutions)
 
 The repository URL lives in one place, ``repository.url`` in ``_config.yml``: the book's launch
 buttons read it, and ``sync`` writes it into each notebook's Colab badge and install cell (a
@@ -92,7 +92,7 @@ def expected_cells(path: Path, root: Path = ROOT) -> list[dict]:
     badge = {"cell_type": "markdown", "id": "colab-badge", "metadata": {"tags": [BADGE_TAG, "remove-cell"]},
              "source": BADGE.format(colab=colab)}
     setup = {"cell_type": "code", "execution_count": None, "id": "colab-setup",
-             "metadata": {"tags": [SETUP_TAG]}, "outputs": [],
+             "metadata": {"tags": [SETUP_TAG, "hide-input"]}, "outputs": [],
              "source": SETUP.format(requirement=requirement, url=url, branch=branch)}
     return [badge, setup]
 
@@ -106,7 +106,8 @@ def _has_tag(cell: dict, tag: str) -> bool:
 
 
 def sync(root: Path = ROOT) -> list[Path]:
-    """Rewrite the first two cells of every notebook; returns the notebooks that changed."""
+    """Put the badge first and the setup cell right after the title cell (so it is the first
+    code cell) in every notebook; returns the notebooks that changed."""
     changed = []
     for path in notebooks(root):
         nb = json.loads(path.read_text())
@@ -116,7 +117,8 @@ def sync(root: Path = ROOT) -> list[Path]:
         old_setup = next((c for c in nb["cells"] if _has_tag(c, SETUP_TAG)), None)
         if old_setup is not None and _source(old_setup) == setup["source"]:
             setup = old_setup
-        new_cells = [badge, setup] + cells
+        title = 1 if cells and cells[0]["cell_type"] == "markdown" else 0
+        new_cells = [badge] + cells[:title] + [setup] + cells[title:]
         if new_cells != nb["cells"]:
             nb["cells"] = new_cells
             path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
@@ -131,10 +133,11 @@ def check(root: Path = ROOT) -> list[str]:
         nb = json.loads(path.read_text())
         badge, setup = expected_cells(path, root)
         cells = nb["cells"]
-        if len(cells) < 2 or _source(cells[0]) != badge["source"] or not _has_tag(cells[0], BADGE_TAG):
+        if not cells or _source(cells[0]) != badge["source"] or not _has_tag(cells[0], BADGE_TAG):
             problems.append(f"{path.name}: first cell is not the Colab badge for {repository(root)[0]}")
-        if len(cells) < 2 or _source(cells[1]) != setup["source"] or not _has_tag(cells[1], SETUP_TAG):
-            problems.append(f"{path.name}: second cell is not the Colab setup cell")
+        first_code = next((c for c in cells if c["cell_type"] == "code"), None)
+        if first_code is None or _source(first_code) != setup["source"] or not _has_tag(first_code, SETUP_TAG):
+            problems.append(f"{path.name}: the first code cell is not the Colab setup cell")
     if problems:
         problems.append("run `python -m ropelib.course sync` to rewrite them from _config.yml")
     return problems
@@ -172,33 +175,44 @@ def student_copies(out: Path, root: Path = ROOT) -> list[Path]:
     return written
 
 
-def build_offline(root: Path = ROOT, mathjax_dir: Path | None = None, extra: list[str] | None = None) -> int:
-    """Build the site so that it renders maths without a network: MathJax 3 served from _static.
+def build(root: Path = ROOT, offline: bool = False, student: bool = False, mathjax_dir: Path | None = None,
+          extra: list[str] | None = None) -> int:
+    """Build the site with variations of ``_config.yml``, written to ``_build/_config_variant.yml``.
 
-    MathJax comes from ``npm install mathjax@3`` (a ``node_modules/mathjax/es5`` folder) or from
-    ``mathjax_dir`` (any folder holding ``tex-mml-chtml.js``).
+    * ``offline``: MathJax 3 served from the site's own ``_static`` folder, so that maths renders
+      without a network. MathJax comes from ``npm install mathjax@3`` (``node_modules/mathjax/es5``)
+      or from ``mathjax_dir`` (any folder holding ``tex-mml-chtml.js``).
+    * ``student``: exercise solutions left out of the pages (sphinx-exercise's ``hide_solutions``).
     """
-    if mathjax_dir is None:
-        mathjax_dir = root / "node_modules" / "mathjax" / "es5"
-    if not (mathjax_dir / "tex-mml-chtml.js").exists():
-        raise SystemExit(
-            f"no MathJax 3 in {mathjax_dir}: run `npm install mathjax@3` in {root} "
-            "(or pass --mathjax DIR, a folder with tex-mml-chtml.js)"
-        )
-    static = root / "_build" / "offline_static"
-    if static.exists():
-        shutil.rmtree(static)
-    shutil.copytree(mathjax_dir, static / "mathjax")
-    config = _yaml(root / "_config.yml")
-    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
-    sphinx_config["html_static_path"] = [str(static)]
-    sphinx_config["mathjax_path"] = "mathjax/tex-mml-chtml.js"
     import yaml
 
-    offline_config = root / "_build" / "_config_offline.yml"
-    offline_config.write_text(yaml.safe_dump(config, sort_keys=False))
-    command = [sys.executable, "-m", "jupyter_book", "build", str(root), "--config", str(offline_config),
-               *(extra or [])]
+    config = _yaml(root / "_config.yml")
+    sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
+    if offline:
+        if mathjax_dir is None:
+            mathjax_dir = root / "node_modules" / "mathjax" / "es5"
+        if not (Path(mathjax_dir) / "tex-mml-chtml.js").exists():
+            raise SystemExit(
+                f"no MathJax 3 in {mathjax_dir}: run `npm install mathjax@3` in {root} "
+                "(or pass --mathjax DIR, a folder with tex-mml-chtml.js)"
+            )
+        static = root / "_build" / "offline_static"
+        if static.exists():
+            shutil.rmtree(static)
+        shutil.copytree(mathjax_dir, static / "mathjax")
+        sphinx_config["html_static_path"] = [str(static)]
+        sphinx_config["mathjax_path"] = "mathjax/tex-mml-chtml.js"
+    if student:
+        sphinx_config["hide_solutions"] = True
+    variant = root / "_build" / "_config_variant.yml"
+    variant.parent.mkdir(parents=True, exist_ok=True)
+    variant.write_text(yaml.safe_dump(config, sort_keys=False))
+    executable = Path(sys.executable).parent / "jupyter-book"
+    if not executable.exists():
+        executable = shutil.which("jupyter-book")
+    if executable is None:
+        raise SystemExit("jupyter-book is not installed: pip install -r requirements.txt")
+    command = [str(executable), "build", str(root), "--config", str(variant), *(extra or [])]
     print("+", " ".join(command))
     return subprocess.call(command)
 
@@ -210,8 +224,11 @@ def main(argv=None) -> int:
     sub.add_parser("check", help="report notebooks whose Colab cells are out of date")
     student = sub.add_parser("student", help="copies of the notebooks without exercise solutions")
     student.add_argument("out", type=Path)
-    offline = sub.add_parser("build-offline", help="build the site with MathJax served locally")
-    offline.add_argument("--mathjax", type=Path, default=None, help="folder holding MathJax 3's tex-mml-chtml.js")
+    builder = sub.add_parser("build", help="build the site: --offline (local MathJax), --student (no solutions); "
+                                           "other arguments go to jupyter-book build")
+    builder.add_argument("--offline", action="store_true", help="serve MathJax from the site itself")
+    builder.add_argument("--student", action="store_true", help="leave the exercise solutions out")
+    builder.add_argument("--mathjax", type=Path, default=None, help="folder holding MathJax 3's tex-mml-chtml.js")
     args, extra = parser.parse_known_args(argv)
     if args.command == "sync":
         for path in sync():
@@ -225,7 +242,7 @@ def main(argv=None) -> int:
         for path in student_copies(args.out):
             print("wrote", path)
         return 0
-    return build_offline(mathjax_dir=args.mathjax, extra=extra)
+    return build(offline=args.offline, student=args.student, mathjax_dir=args.mathjax, extra=extra)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+# Notebook kernels and the book build inherit this: one thread each, so that two pytest
+# workers share a 2-core machine without oversubscribing it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import ropelib
 
@@ -14,8 +18,7 @@ HEAD_DIM = 48
 RELATIVE = ("rope1d", "axial", "uniform", "mixed", "comrope-ap", "comrope-ld")
 NOT_RELATIVE = ("spherical", "liere")
 
-# CI machines have 2 cores; keep torch from oversubscribing them when pytest-xdist runs 2 workers.
-torch.set_num_threads(int(os.environ.get("ROPELIB_TEST_THREADS", "1")))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def make_encoding(name: str, num_heads: int = 2, head_dim: int = HEAD_DIM, **options):
