@@ -4,6 +4,7 @@
     python -m ropelib.course check           # report notebooks whose cells are out of date (CI runs this)
     python -m ropelib.course student OUT     # copies of the notebooks without the exercise solutions
     python -m ropelib.course build --offline # build the site with MathJax served locally (--student: no solutions)
+    python -m ropelib.course time [--smoke]  # execute every notebook from scratch and time it
 
 The repository URL lives in one place, ``repository.url`` in ``_config.yml``: the book's launch
 buttons read it, and ``sync`` writes it into each notebook's Colab badge and install cell (a
@@ -217,6 +218,39 @@ def build(root: Path = ROOT, offline: bool = False, student: bool = False, mathj
     return subprocess.call(command)
 
 
+def time_notebooks(paths: list[Path], smoke: bool, out: Path | None = None, timeout: int = 1800) -> dict:
+    """Execute each notebook from scratch (in its own folder, smoke mode on or off) and time it."""
+    import os
+    import time
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from .provenance import provenance
+
+    previous = os.environ.get("ROPELIB_SMOKE")
+    os.environ["ROPELIB_SMOKE"] = "1" if smoke else "0"
+    seconds = {}
+    try:
+        for path in paths:
+            nb = nbformat.read(path, as_version=4)
+            start = time.perf_counter()
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            seconds[path.stem] = round(time.perf_counter() - start, 1)
+            print(f"{path.stem:40s} {seconds[path.stem]:7.1f} s", flush=True)
+    finally:
+        if previous is None:
+            os.environ.pop("ROPELIB_SMOKE")
+        else:
+            os.environ["ROPELIB_SMOKE"] = previous
+    record = {"smoke": smoke, "seconds": seconds, "provenance": provenance()}
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ropelib.course", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,7 +263,14 @@ def main(argv=None) -> int:
     builder.add_argument("--offline", action="store_true", help="serve MathJax from the site itself")
     builder.add_argument("--student", action="store_true", help="leave the exercise solutions out")
     builder.add_argument("--mathjax", type=Path, default=None, help="folder holding MathJax 3's tex-mml-chtml.js")
+    timer = sub.add_parser("time", help="execute every notebook from scratch and time it")
+    timer.add_argument("--smoke", action="store_true", help="with ROPELIB_SMOKE=1")
+    timer.add_argument("--json", type=Path, default=None, help="write the timings and their provenance here")
+    timer.add_argument("notebooks", nargs="*", type=Path, help="default: all of notebooks/")
     args, extra = parser.parse_known_args(argv)
+    if args.command == "time":
+        time_notebooks(args.notebooks or notebooks(), args.smoke, args.json)
+        return 0
     if args.command == "sync":
         for path in sync():
             print("updated", path.relative_to(ROOT))
