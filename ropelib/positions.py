@@ -35,6 +35,12 @@ import torch
 
 CONVENTIONS = ("index", "liere", "circular", "centre")
 
+# How to place the patches of an image whose grid differs from the training grid:
+# "native": the convention's own formula (the table above);
+# "extrapolate": keep the training spacing and continue past the training image;
+# "interpolate": map the new grid onto the training image, sampled more densely.
+PROTOCOLS = ("native", "extrapolate", "interpolate")
+
 # What a larger test image does to each convention's coordinates.
 RESOLUTION_BEHAVIOUR = {
     "index": "extrapolation",
@@ -64,17 +70,29 @@ def axis_positions(
     convention: str = "index",
     train_size: int | None = None,
     *,
+    protocol: str = "native",
     device=None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Coordinates of ``size`` patches along one axis, shape ``(size,)``.
 
     ``train_size`` is the number of patches on this axis at the training resolution (``S0``);
-    it defaults to ``size``, i.e. "this is the training resolution".
+    it defaults to ``size``, i.e. "this is the training resolution". ``protocol`` (one of
+    :data:`PROTOCOLS`) chooses how a different size is placed; at the training size all agree.
     """
     check_convention(convention, "axis_positions")
     size = _check_size("size", size, "axis_positions")
     train_size = size if train_size is None else _check_size("train_size", train_size, "axis_positions")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"axis_positions: unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if protocol != "native" and size != train_size:
+        # Fractional patch indices u of the training grid, mapped by the convention's affine law.
+        first = axis_positions(train_size, convention, train_size, dtype=torch.float64)[0].item()
+        step = position_step(convention, train_size)
+        u = torch.arange(size, dtype=torch.float64, device=device)
+        if protocol == "interpolate":
+            u = (u + 0.5) * train_size / size - 0.5
+        return (first + u * step).to(dtype)
     # float64 for the arithmetic, so that every convention is exact to the last bit of dtype.
     i = torch.arange(size, dtype=torch.float64, device=device)
     if convention == "index":
@@ -108,6 +126,7 @@ def patch_positions(
     convention: str = "index",
     train_grid: tuple[int, int] | None = None,
     *,
+    protocol: str = "native",
     device=None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
@@ -117,7 +136,8 @@ def patch_positions(
         h, w: patch rows and columns of the image being encoded.
         convention: one of :data:`CONVENTIONS` (see the module docstring).
         train_grid: ``(h0, w0)``, the patch grid at the training resolution; defaults to
-            ``(h, w)``. Only ``liere`` and ``circular`` depend on it.
+            ``(h, w)``. Only ``liere`` and ``circular`` depend on it (and the protocols).
+        protocol: ``native`` (default), ``extrapolate`` or ``interpolate``: see :data:`PROTOCOLS`.
 
     Example:
         >>> patch_positions(2, 3)
@@ -130,8 +150,8 @@ def patch_positions(
     if len(train_grid) != 2:
         raise ValueError(f"patch_positions: train_grid must be (h0, w0), got {train_grid!r}")
     h0, w0 = train_grid
-    xs = axis_positions(w, convention, w0, device=device, dtype=dtype)
-    ys = axis_positions(h, convention, h0, device=device, dtype=dtype)
+    xs = axis_positions(w, convention, w0, protocol=protocol, device=device, dtype=dtype)
+    ys = axis_positions(h, convention, h0, protocol=protocol, device=device, dtype=dtype)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")  # (h, w) each, row-major
     return torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=-1)
 
@@ -141,11 +161,12 @@ def sequence_positions(
     convention: str = "index",
     train_size: int | None = None,
     *,
+    protocol: str = "native",
     device=None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Positions of a 1D sequence of ``n`` tokens, shape ``(n, 1)`` (for ``rope1d`` and 1D LieRE)."""
-    return axis_positions(n, convention, train_size, device=device, dtype=dtype).unsqueeze(-1)
+    return axis_positions(n, convention, train_size, protocol=protocol, device=device, dtype=dtype).unsqueeze(-1)
 
 
 def grid_centre(pos: torch.Tensor) -> torch.Tensor:

@@ -73,17 +73,18 @@ class PositionEncoding(nn.Module):
                 f"choose a head_dim that is a multiple of {divisor}"
             )
 
-    def positions(self, *grid: int, device=None) -> torch.Tensor:
+    def positions(self, *grid: int, protocol: str = "native", device=None) -> torch.Tensor:
         """Positions in this encoding's convention: ``positions(h, w)`` for 2D encodings,
-        ``positions(n)`` for 1D ones."""
+        ``positions(n)`` for 1D ones; ``protocol`` places grids other than ``train_grid``."""
         if self.axes == 1:
             if len(grid) != 1:
                 raise ValueError(f"{self.name}: 1D encodings take positions(n), got {grid}")
             train = None if self.train_grid is None else self.train_grid[1]
-            return sequence_positions(grid[0], self.convention, train, device=device)
+            return sequence_positions(grid[0], self.convention, train, protocol=protocol, device=device)
         if len(grid) != 2:
             raise ValueError(f"{self.name}: 2D encodings take positions(h, w), got {grid}")
-        return patch_positions(*grid, convention=self.convention, train_grid=self.train_grid, device=device)
+        return patch_positions(*grid, convention=self.convention, train_grid=self.train_grid, protocol=protocol,
+                               device=device)
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters to exclude from weight decay: all of them (frequencies,
