@@ -1,0 +1,322 @@
+"""Data for the training chapters: CIFAR, ImageNet-style folders, and a synthetic position task.
+
+Small data sets (CIFAR, the synthetic task, a folder of small images) are held whole in memory
+as uint8 tensors and batched by :class:`TensorBatches`, on the GPU when there is one, with the
+augmentations of :mod:`ropelib.augment` running there too: on Colab the CPU data loader, not
+the GPU, is what limits CIFAR training. Large folders (ImageNet) go through a standard
+``DataLoader`` with torchvision transforms on worker processes (:func:`folder_loader`).
+
+Every random choice (epoch order, augmentations, synthetic samples) is drawn from generators
+seeded by ``(seed, epoch, batch)``, so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+_CIFAR = {
+    "cifar10": {"folder": "cifar-10-batches-py", "archive": "cifar-10-python.tar.gz", "classes": 10,
+                "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "labels": b"labels"},
+    "cifar100": {"folder": "cifar-100-python", "archive": "cifar-100-python.tar.gz", "classes": 100,
+                 "train": ["train"], "test": ["test"], "labels": b"fine_labels"},
+}
+
+
+class DataError(RuntimeError):
+    """Data that is missing, corrupt or unusable; the message says where and what to do."""
+
+
+@dataclass
+class ImageData:
+    """A whole data set in memory: ``images`` ``(N, 3, H, W)`` uint8, ``labels`` ``(N,)`` int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    name: str
+    source: str  # where it came from, recorded with every result
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device) -> ImageData:
+        return ImageData(self.images.to(device), self.labels.to(device), self.num_classes, self.name, self.source)
+
+
+# -- CIFAR ----------------------------------------------------------------------------------------
+
+def load_cifar(name: str, root: str | Path, train: bool, download: bool = False) -> ImageData:
+    """CIFAR-10 or CIFAR-100 in the official "python version" format.
+
+    Looks in ``root`` for the extracted folder (``cifar-100-python/``), then for the official
+    archive (``cifar-100-python.tar.gz``), and with ``download=True`` fetches it with torchvision
+    (which checks its MD5) from the authors' site.
+    """
+    if name not in _CIFAR:
+        raise ValueError(f"unknown CIFAR data set {name!r}; choose cifar10 or cifar100")
+    spec, root = _CIFAR[name], Path(root).expanduser()
+    folder, archive = root / spec["folder"], root / spec["archive"]
+    if not folder.is_dir():
+        if archive.is_file():
+            _extract(archive, root, name)
+        elif download:
+            _download_cifar(name, root)
+        else:
+            raise DataError(
+                f"{name}: no data in {root} (looked for {folder.name}/ and {archive.name}). Download it with "
+                f"download=True (command line: --download), which fetches the official archive from "
+                f"https://www.cs.toronto.edu/~kriz/cifar.html, or put that archive in {root}"
+            )
+    images, labels = [], []
+    for part in spec["train" if train else "test"]:
+        batch = _read_pickle(folder / part, name)
+        try:
+            data = torch.as_tensor(batch[b"data"], dtype=torch.uint8)
+            labels.append(torch.as_tensor(batch[spec["labels"]], dtype=torch.int64))
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(f"{name}: {folder / part} is not a CIFAR batch ({error!r}); delete {folder} and "
+                            "download again") from error
+        if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels[-1]):
+            raise DataError(f"{name}: {folder / part} has data of shape {tuple(data.shape)}; expected (N, 3072) "
+                            f"with one label per row. Delete {folder} and download again")
+        images.append(data.view(-1, 3, 32, 32))
+    labels = torch.cat(labels)
+    if labels.min() < 0 or labels.max() >= spec["classes"]:
+        raise DataError(f"{name}: labels outside 0..{spec['classes'] - 1} in {folder}; delete it and download again")
+    return ImageData(torch.cat(images), labels, spec["classes"], name, str(folder))
+
+
+def _read_pickle(path: Path, name: str) -> dict:
+    if not path.is_file():
+        raise DataError(f"{name}: {path} is missing, so {path.parent} is incomplete; delete it and extract or "
+                        "download the archive again")
+    try:
+        with path.open("rb") as f:
+            # The official format is a pickle (as torchvision reads it); only open archives you trust.
+            return pickle.load(f, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise DataError(f"{name}: {path} is corrupt ({error}); delete {path.parent} and download again") from error
+
+
+def _extract(archive: Path, root: Path, name: str) -> None:
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(root, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise DataError(f"{name}: the archive {archive} is corrupt or incomplete ({error}); delete it and "
+                        "download it again") from error
+
+
+def _download_cifar(name: str, root: Path) -> None:
+    try:
+        from torchvision import datasets
+    except ImportError as error:  # pragma: no cover
+        raise DataError("downloading CIFAR needs torchvision: pip install 'ropelib[train]'") from error
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    cls(str(root), train=True, download=True)
+
+
+# -- folders of images ----------------------------------------------------------------------------
+
+def _check_split_folder(root: Path, split: str, name: str) -> Path:
+    folder = Path(root).expanduser() / split
+    if not folder.is_dir():
+        raise DataError(
+            f"{name}: {folder} does not exist. Expected the ImageFolder layout {Path(root) / split}/<class>/<image> "
+            "(for ImageNet-1k: train/ and val/ with one folder per class; see data/README.md)"
+        )
+    if not any(p.is_dir() for p in folder.iterdir()):
+        raise DataError(f"{name}: {folder} has no class folders; expected {folder}/<class>/<image>")
+    return folder
+
+
+def load_image_folder(root: str | Path, split: str, name: str = "imagefolder", size: int | None = None) -> ImageData:
+    """A folder of small images (``root/split/<class>/*``) decoded whole into memory, e.g. the
+    JPEG copy of CIFAR-10. ``size`` resizes every image to ``size x size`` if given."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.v2 import functional as TF
+
+    folder = _check_split_folder(Path(root), split, name)
+    dataset = ImageFolder(str(folder))
+    images, labels = [], []
+    for path, label in dataset.samples:
+        try:
+            with Image.open(path) as img:
+                tensor = TF.pil_to_tensor(img.convert("RGB"))
+        except OSError as error:
+            raise DataError(f"{name}: cannot read {path} ({error}); remove or replace the file") from error
+        if size is not None and tensor.shape[-2:] != (size, size):
+            tensor = TF.resize(tensor, [size, size], antialias=True)
+        images.append(tensor)
+        labels.append(label)
+    if len({t.shape for t in images}) != 1:
+        raise DataError(f"{name}: images in {folder} differ in size; pass a size to resize them")
+    return ImageData(torch.stack(images), torch.tensor(labels), len(dataset.classes), name, str(folder))
+
+
+def image_folder(root: str | Path, split: str, name: str = "imagenet"):
+    """torchvision's ImageFolder over ``root/split`` (checked first, with a clear error)."""
+    from torchvision.datasets import ImageFolder
+
+    return ImageFolder(str(_check_split_folder(Path(root), split, name)))
+
+
+def folder_loader(dataset, transform, batch_size: int, sampler, num_workers: int, seed: int = 0,
+                  train: bool = True):
+    """A ``DataLoader`` over an ImageFolder with per-sample seeded transforms."""
+    seeded = SeededTransform(dataset, transform, seed)
+    loader = torch.utils.data.DataLoader(seeded, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                                         pin_memory=torch.cuda.is_available(), drop_last=train,
+                                         persistent_workers=num_workers > 0 and train)
+    return loader, seeded
+
+
+class SeededTransform(torch.utils.data.Dataset):
+    """Applies ``transform`` with torch's RNG seeded by ``(seed, epoch, index)``, so that the
+    augmentation of a sample does not depend on which worker loads it, or on a resume."""
+
+    def __init__(self, dataset, transform, seed: int = 0):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+        self.classes = getattr(dataset, "classes", None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        image, label = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed, self.epoch, index))
+            return self.transform(image), label
+
+
+def _mix(*numbers: int) -> int:
+    """A deterministic 63-bit seed from a few integers."""
+    value = 0x9E3779B97F4A7C15
+    for n in numbers:
+        value = (value ^ (int(n) + 0x9E3779B97F4A7C15 + (value << 6) + (value >> 2))) & 0x7FFFFFFFFFFFFFFF
+    return value
+
+
+def generator(device, *numbers: int) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(_mix(*numbers))
+    return g
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The indices of one rank for one epoch: a permutation seeded by ``(seed, epoch)``, split
+    across ranks, starting at ``start`` (to resume in the middle of an epoch)."""
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        self.size, self.seed, self.rank, self.world_size, self.shuffle = size, seed, rank, world_size, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def indices(self) -> torch.Tensor:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=generator("cpu", self.seed, self.epoch))
+        else:
+            order = torch.arange(self.size)
+        return order[self.rank::self.world_size][self.start:]
+
+    def __iter__(self):
+        return iter(self.indices().tolist())
+
+    def __len__(self):
+        return len(range(self.rank, self.size, self.world_size)) - self.start
+
+
+class TensorBatches:
+    """Batches of an in-memory :class:`ImageData`, on its device, shuffled per epoch.
+
+    ``batch_size`` is per rank. Yields ``(images uint8, labels, batch_index)``; the training loop
+    augments the uint8 batch with :mod:`ropelib.augment` on the same device.
+    """
+
+    def __init__(self, data: ImageData, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True, drop_last: bool = True):
+        self.data, self.batch_size, self.drop_last = data, batch_size, drop_last
+        self.sampler = EpochSampler(len(data), seed, rank, world_size, shuffle)
+
+    def batches_per_epoch(self) -> int:
+        n = len(range(self.sampler.rank, self.sampler.size, self.sampler.world_size))
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch(self, epoch: int, start_batch: int = 0):
+        self.sampler.set_epoch(epoch)
+        order = self.sampler.indices().to(self.data.labels.device)
+        for b in range(start_batch, self.batches_per_epoch()):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.data.images[idx], self.data.labels[idx], b
+
+
+# -- a synthetic task that needs positions ---------------------------------------------------------
+
+class RelativeDirectionTask:
+    """Two marks on a grid of patches; the label is the direction of mark B seen from mark A.
+
+    Mark A fills one patch of channel 0, mark B one patch of channel 1, over Gaussian noise.
+    The label, the direction of the offset ``B - A`` quantised into ``classes`` sectors, is
+    translation-invariant: a model must compare the two marks' *positions*, which attention alone
+    cannot do (chapter 1). Classes are drawn uniformly, so chance is exactly ``1 / classes``.
+
+    Images are generated on the fly from ``(seed, index)``: an infinite training stream, a fixed
+    test set, and at ``grid`` larger than in training a test of extrapolation (longer offsets,
+    more positions).
+    """
+
+    def __init__(self, grid: int = 6, patch: int = 4, classes: int = 8, noise: float = 0.3):
+        if classes < 2:
+            raise ValueError(f"RelativeDirectionTask: classes must be at least 2, got {classes}")
+        self.grid, self.patch, self.classes, self.noise = grid, patch, classes, noise
+        d = torch.arange(-(grid - 1), grid)
+        dy, dx = torch.meshgrid(d, d, indexing="ij")
+        offsets = torch.stack((dx.reshape(-1), dy.reshape(-1)), -1)
+        offsets = offsets[(offsets != 0).any(-1)]
+        angle = torch.atan2(offsets[:, 1].float(), offsets[:, 0].float())  # y points down the image
+        self.offsets = offsets
+        self.offset_class = torch.round(angle / (2 * math.pi / classes)).long() % classes
+        missing = set(range(classes)) - set(self.offset_class.tolist())
+        if missing:
+            raise ValueError(f"RelativeDirectionTask: a {grid}x{grid} grid has no offsets for classes {sorted(missing)}")
+
+    @property
+    def image_size(self) -> int:
+        return self.grid * self.patch
+
+    def sample(self, size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` images ``(size, 3, S, S)`` float and their labels, drawn with generator ``g`` (CPU)."""
+        labels = torch.randint(self.classes, (size,), generator=g)
+        choice = (self.offset_class.unsqueeze(0) == labels.unsqueeze(1)).float()  # (size, K)
+        offset = self.offsets[torch.multinomial(choice, 1, generator=g).squeeze(1)]  # (size, 2)
+        low = (-offset).clamp(min=0)
+        span = self.grid - offset.abs()  # valid starts per axis: low .. low + span - 1
+        a = low + (torch.rand(size, 2, generator=g) * span).long()
+        b = a + offset
+        images = torch.randn(size, 3, self.grid, self.grid, generator=g) * self.noise
+        rows = torch.arange(size)
+        images[rows, 0, a[:, 1], a[:, 0]] += 1.0
+        images[rows, 1, b[:, 1], b[:, 0]] += 1.0
+        images = images.repeat_interleave(self.patch, -1).repeat_interleave(self.patch, -2)
+        return images, labels
+
+    def batch(self, size: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sample(size, generator("cpu", seed, step))
+
+    def test_set(self, size: int, seed: int = 12345) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sample(size, generator("cpu", seed, -1))
