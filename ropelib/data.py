@@ -271,8 +271,8 @@ class RelativeDirectionTask:
     """Two marks on a grid of patches; the label is the direction of mark B seen from mark A.
 
     Mark A fills one patch of channel 0, mark B one patch of channel 1, over Gaussian noise.
-    The label, the direction of the offset ``B - A`` quantised into ``classes`` sectors, is
-    translation-invariant: a model must compare the two marks' *positions*, which attention alone
+    The label, the direction of the offset ``B - A`` quantised into ``classes`` sectors (offsets
+    on a sector boundary are never drawn), is translation-invariant: a model must compare the two marks' *positions*, which attention alone
     cannot do (chapter 1). Classes are drawn uniformly, so chance is exactly ``1 / classes``.
 
     Images are generated on the fly from ``(seed, index)``: an infinite training stream, a fixed
@@ -288,9 +288,13 @@ class RelativeDirectionTask:
         dy, dx = torch.meshgrid(d, d, indexing="ij")
         offsets = torch.stack((dx.reshape(-1), dy.reshape(-1)), -1)
         offsets = offsets[(offsets != 0).any(-1)]
-        angle = torch.atan2(offsets[:, 1].float(), offsets[:, 0].float())  # y points down the image
-        self.offsets = offsets
-        self.offset_class = torch.round(angle / (2 * math.pi / classes)).long() % classes
+        angle = torch.atan2(offsets[:, 1].double(), offsets[:, 0].double())  # y points down the image
+        sector = angle / (2 * math.pi / classes)
+        # Offsets on a boundary between two sectors (the diagonals when classes = 4) have no
+        # well-defined label: leave them out.
+        clear = ((sector - sector.floor()) - 0.5).abs() > 1e-6
+        self.offsets = offsets[clear]
+        self.offset_class = torch.round(sector[clear]).long() % classes
         missing = set(range(classes)) - set(self.offset_class.tolist())
         if missing:
             raise ValueError(f"RelativeDirectionTask: a {grid}x{grid} grid has no offsets for classes {sorted(missing)}")

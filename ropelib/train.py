@@ -31,7 +31,7 @@ from .data import _mix
 from .provenance import provenance
 from .recipes import TrainConfig, add_arguments, available_recipes, from_arguments, load_recipe
 from .smoke import is_smoke
-from .vit import VisionTransformer, param_groups, vit
+from .vit import PRESETS, ViTConfig, VisionTransformer, param_groups
 
 # Fields that may change when a run is resumed without making it a different run.
 RESUMABLE_CHANGES = {"epochs", "progress", "checkpoint_minutes", "num_workers", "max_steps", "log_every",
@@ -54,12 +54,20 @@ def smoke_config(config: TrainConfig) -> TrainConfig:
     )
 
 
-def build_model(config: TrainConfig, num_classes: int) -> VisionTransformer:
+def model_config(config: TrainConfig, num_classes: int) -> ViTConfig:
+    """The ViT a training run builds (checked without allocating it)."""
+    if config.model != "custom" and config.model not in PRESETS:
+        raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(PRESETS)} or custom")
     sizes = {k: getattr(config, k) for k in ("embed_dim", "depth", "num_heads") if getattr(config, k) is not None}
-    return vit(config.model, img_size=config.img_size, patch_size=config.patch_size, num_classes=num_classes,
-               head_dim=config.effective_head_dim, encoding=config.encoding, encoding_options=config.encoding_options,
-               ape=config.ape, layer_scale=config.layer_scale, drop_path=config.drop_path, dropout=config.dropout,
-               position_jitter=config.position_jitter, global_pool=config.global_pool, **sizes)
+    return ViTConfig(**{**PRESETS.get(config.model, {}), **sizes}, img_size=config.img_size,
+                     patch_size=config.patch_size, num_classes=num_classes, head_dim=config.effective_head_dim,
+                     encoding=config.encoding, encoding_options=config.encoding_options, ape=config.ape,
+                     layer_scale=config.layer_scale, drop_path=config.drop_path, dropout=config.dropout,
+                     position_jitter=config.position_jitter, global_pool=config.global_pool)
+
+
+def build_model(config: TrainConfig, num_classes: int) -> VisionTransformer:
+    return VisionTransformer(model_config(config, num_classes))
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

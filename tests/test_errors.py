@@ -109,6 +109,7 @@ def test_unknown_option_lists_the_valid_ones():
         ("ape-learned", {"train_grid": (14,)}, r"ape-learned: train_grid must be \(h0, w0\) positive integers"),
         ("uniform", {"convention": "index"}, "uniform: with convention 'index' the frequency depends on the training grid; pass train_grid"),
         ("axial", {"theta": -1.0}, "axial: theta must be positive, got -1.0"),
+        ("ape-learned", {"init_std": -0.1}, "ape-learned: init_std must be >= 0, got -0.1"),
     ],
 )
 def test_bad_options(name, options, message):

@@ -75,18 +75,21 @@ class LearnedAPE(AdditiveEncoding):
     the same table more densely (*interpolation*, as rope-vit and timm resize APE). With an
     extrapolating convention, positions past the training grid see the border vectors.
 
-    Parameters: ``table`` ``(h0 * w0, dim)``, row-major, ``trunc_normal_(std=0.02)`` as DeiT and timm
-    (cut at +-2, so in effect N(0, 0.02^2)).
+    Parameters: ``table`` ``(h0 * w0, dim)``, row-major, ``trunc_normal_(std=init_std)`` with DeiT's and
+    timm's 0.02 by default (cut at +-2, so in effect N(0, 0.02^2)).
     """
 
     name = "ape-learned"
     default_convention = "centre"
 
-    def __init__(self, head_dim: int, num_heads: int = 1, *, train_grid: tuple[int, int] = (14, 14), **options):
+    def __init__(self, head_dim: int, num_heads: int = 1, *, train_grid: tuple[int, int] = (14, 14),
+                 init_std: float = 0.02, **options):
         super().__init__(head_dim, num_heads, train_grid=train_grid, **options)
+        if not init_std >= 0:
+            raise ValueError(f"{self.name}: init_std must be >= 0, got {init_std!r}")
         h0, w0 = self.train_grid
         self.table = nn.Parameter(torch.empty(h0 * w0, self.dim))
-        nn.init.trunc_normal_(self.table, std=0.02)
+        nn.init.trunc_normal_(self.table, std=float(init_std))
 
     def table_coordinates(self, pos: torch.Tensor) -> torch.Tensor:
         """Positions ``(N, 2)`` in units of training-grid cells (cell ``i`` at ``i``)."""

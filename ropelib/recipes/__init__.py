@@ -114,10 +114,50 @@ def available_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
-def _check_fields(values: dict, where: str) -> None:
+HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _check_fields(values: dict, where: str) -> dict:
+    """Unknown fields are errors; values are converted to their field's type (YAML reads ``3e-3`` as
+    text, for instance) or rejected with the field's name."""
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(FIELDS)}")
+    return {name: _convert(name, value, where) for name, value in values.items()}
+
+
+def _convert(name: str, value, where: str):
+    kind = HINTS[name]
+    optional = type(None) in typing.get_args(kind)
+    base = next((t for t in typing.get_args(kind) if t is not type(None)), kind) if optional else kind
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ValueError(f"{where}: {name} cannot be empty")
+    try:
+        if base is bool:
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                return value.lower() in ("true", "yes", "1")
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if base is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            return float(value)
+        if base is int and (isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str)):
+            return int(value)
+        if base is str:
+            return str(value)
+        if base in (list, dict):
+            if isinstance(value, str):
+                import yaml
+
+                value = yaml.safe_load(value)
+            if not isinstance(value, base):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{where}: {name} must be {getattr(base, '__name__', base)}, got {value!r}")
 
 
 def load_recipe(name_or_path: str | None = None, **overrides) -> TrainConfig:
@@ -132,31 +172,20 @@ def load_recipe(name_or_path: str | None = None, **overrides) -> TrainConfig:
         if not path.is_file():
             raise ValueError(f"unknown recipe {name_or_path!r}; available: {', '.join(available_recipes())} "
                              "(or the path of a .yaml file)")
-        values = yaml.safe_load(path.read_text()) or {}
-        _check_fields(values, str(path))
+        values = _check_fields(yaml.safe_load(path.read_text()) or {}, str(path))
         values.setdefault("recipe", path.stem)
-    _check_fields(overrides, "overrides")
-    return TrainConfig(**{**values, **overrides})
-
-
-def _parse_value(text: str):
-    import yaml
-
-    return yaml.safe_load(text)
+    return TrainConfig(**{**values, **_check_fields(overrides, "overrides")})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--option`` per :class:`TrainConfig` field (``--head-dim 60``, ``--no-flip``,
     ``--encoding-options '{learnable: true}'``)."""
-    hints = typing.get_type_hints(TrainConfig)
-    for name, f in FIELDS.items():
+    for name in FIELDS:
         flag = "--" + name.replace("_", "-")
-        kind = hints[name]
-        if kind is bool:
+        if HINTS[name] is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            parser.add_argument(flag, type=_parse_value, default=None, metavar=name.upper(),
-                                help=argparse.SUPPRESS if name in ("source",) else None)
+        else:  # converted (and checked) by load_recipe, by the field's type
+            parser.add_argument(flag, default=None, metavar=name.upper())
 
 
 def from_arguments(args: argparse.Namespace) -> TrainConfig:
