@@ -131,3 +131,18 @@ def test_from_timm_refuses_what_it_cannot_convert():
     eva = timm.create_model("vit_small_patch16_rope_224", pretrained=False, img_size=32, rope_grid_indexing="ij")
     with pytest.raises(ValueError, match="grid_indexing other than 'xy'"):
         from_timm(eva)
+
+
+@pytest.mark.parametrize("encoding", ["mixed", "spherical", "comrope-ld"])
+def test_the_whole_model_compiles(encoding):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = vit("custom", encoding=encoding, **TINY)
+    x, y = torch.randn(2, 3, 16, 16), torch.tensor([1, 3])
+    eager = F.cross_entropy(model(x), y)
+    (eager_grad,) = torch.autograd.grad(eager, model.patch_embed.proj.weight)
+    compiled = torch.compile(model, backend="aot_eager")
+    loss = F.cross_entropy(compiled(x), y)
+    (grad,) = torch.autograd.grad(loss, model.patch_embed.proj.weight)
+    torch.testing.assert_close(loss, eager, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, eager_grad, atol=1e-5, rtol=1e-4)
