@@ -21,7 +21,6 @@ machine's speed drifts. This is a benchmark, not a test: nothing here fails a bu
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 from .encodings import ROTARY_NAMES, build_encoding
-from .provenance import provenance
+from .provenance import provenance, write_json
 from .smoke import is_smoke
 
 # Targets of the ropelib issue: ratio limits, checked and printed, never enforced.
@@ -78,6 +77,33 @@ def _encoding_candidate(name, B, H, N, d, grid, device, x63, x):
     return (lambda: enc.rotate(inp, pos)), [inp, *enc.parameters()]
 
 
+def interleaved_medians(candidates: dict, device: torch.device, rounds: int, warmup: int = 2,
+                        progress: bool = False) -> dict:
+    """Median seconds of each ``candidates[name]()`` call, timed round by round (each round runs
+    every candidate once), so that a drift of the machine's speed hits all of them alike."""
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for fn in candidates.values():  # allocations, caches, lazy initialisation
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in candidates}
+    for r in range(rounds):
+        for name, fn in candidates.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+        if progress:
+            print(f"  round {r + 1}/{rounds}", end="\r", flush=True)
+    if progress:
+        print(" " * 30, end="\r")
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def measure(device="cpu", batch=64, heads=6, grid=(14, 14), head_dim=64, rounds=15, bf16=False,
             names=ROTARY_NAMES, verbose=None) -> dict:
     """Median forward+backward milliseconds per candidate."""
@@ -100,26 +126,9 @@ def measure(device="cpu", batch=64, heads=6, grid=(14, 14), head_dim=64, rounds=
         for t in leaves:
             t.grad = None
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for fn, leaves in candidates.values():  # warm-up: allocations, caches, lazy init
-        for _ in range(2):
-            run(fn, leaves)
-    times = {key: [] for key in candidates}
-    for r in range(rounds):
-        for key, (fn, leaves) in candidates.items():
-            sync()
-            start = time.perf_counter()
-            run(fn, leaves)
-            sync()
-            times[key].append((time.perf_counter() - start) * 1e3)
-        if verbose:
-            print(f"  round {r + 1}/{rounds}", end="\r", flush=True)
-    if verbose:
-        print(" " * 30, end="\r")
-    return {key: statistics.median(v) for key, v in times.items()}
+    seconds = interleaved_medians({key: (lambda fn=fn, leaves=leaves: run(fn, leaves))
+                                   for key, (fn, leaves) in candidates.items()}, device, rounds, progress=verbose)
+    return {key: 1e3 * t for key, t in seconds.items()}
 
 
 def ratios(ms: dict) -> dict:
@@ -180,9 +189,7 @@ def main(argv=None) -> dict:
     record = {"benchmark": "ropelib.bench", "config": config, "results": results,
               "provenance": provenance(device, smoke=is_smoke())}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(record, args.json)
     return record
 
 

@@ -13,16 +13,14 @@ learned APE. A benchmark, not a test: nothing fails a build.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .provenance import provenance
+from .bench import interleaved_medians
+from .provenance import provenance, write_json
 from .smoke import is_smoke
 from .vit import vit
 
@@ -55,22 +53,7 @@ def measure(device="cpu", batch=16, rounds=5, bf16=False, encodings=ENCODINGS, s
         loss.backward()
         optimizer.step()
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for model, optimizer in runs.values():
-        for _ in range(2):
-            step(model, optimizer)
-    times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, (model, optimizer) in runs.items():
-            sync()
-            start = time.perf_counter()
-            step(model, optimizer)
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return interleaved_medians({name: (lambda run=run: step(*run)) for name, run in runs.items()}, device, rounds)
 
 
 def table(seconds: dict, batch: int) -> list[dict]:
@@ -119,9 +102,7 @@ def main(argv=None) -> dict:
     record = {"benchmark": "ropelib.bench_train", "batch": batch, "rounds": rounds, "results": results,
               "provenance": provenance(args.device, smoke=smoke)}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(record, args.json)
     return record
 
 

@@ -4,7 +4,7 @@ Small data sets (CIFAR, the synthetic task, a folder of small images) are held w
 as uint8 tensors and batched by :class:`TensorBatches`, on the GPU when there is one, with the
 augmentations of :mod:`ropelib.augment` running there too: on Colab the CPU data loader, not
 the GPU, is what limits CIFAR training. Large folders (ImageNet) go through a standard
-``DataLoader`` with torchvision transforms on worker processes (:func:`folder_loader`).
+``DataLoader`` with torchvision transforms on worker processes (:func:`worker_loader`).
 
 Every random choice (epoch order, augmentations, synthetic samples) is drawn from generators
 seeded by ``(seed, epoch, batch)``, so a resumed run sees exactly the batches it would have seen.
@@ -171,9 +171,10 @@ def image_folder(root: str | Path, split: str, name: str = "imagenet"):
     return ImageFolder(str(_check_split_folder(Path(root), split, name)))
 
 
-def folder_loader(dataset, transform, batch_size: int, sampler, num_workers: int, seed: int = 0,
+def worker_loader(dataset, transform, batch_size: int, sampler, num_workers: int, seed: int = 0,
                   train: bool = True):
-    """A ``DataLoader`` over an ImageFolder with per-sample seeded transforms."""
+    """A ``DataLoader`` over ``dataset`` (an ImageFolder, or images in memory) with per-sample seeded
+    transforms on its workers."""
     seeded = SeededTransform(dataset, transform, seed)
     loader = torch.utils.data.DataLoader(seeded, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                                          pin_memory=torch.cuda.is_available(), drop_last=train,

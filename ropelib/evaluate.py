@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 from . import checkpoint as ckpt
 from . import distributed, pipelines
 from .positions import PROTOCOLS
-from .provenance import provenance
+from .provenance import provenance, write_json
 from .recipes import TrainConfig
 from .smoke import is_smoke
 from .train import evaluate as accuracy
@@ -128,10 +127,9 @@ def main(argv=None) -> int:
     results = evaluate_resolutions(model, tests, args.resolutions, args.protocols, ctx)
     record = {"source": source, "encoding": model.config.encoding, "train_resolution": model.config.img_size,
               "accuracy": results, "data": tests.describe(), "provenance": provenance(ctx.device, smoke=is_smoke())}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, out / "evaluation.json")
     plot(results, out / "evaluation.png", f"{source.get('timm') or Path(args.model).parent.name}")
-    print(f"wrote {out / 'evaluation.json'} and {out / 'evaluation.png'}")
+    print(f"wrote {out / 'evaluation.png'}")
     distributed.cleanup()
     return 0
 

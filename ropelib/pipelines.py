@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from . import augment
 from .data import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, EpochSampler, ImageData,
-                   RelativeDirectionTask, SeededTransform, TensorBatches, folder_loader, generator, image_folder,
+                   RelativeDirectionTask, TensorBatches, generator, image_folder, worker_loader,
                    load_cifar, load_image_folder)
 from .distributed import Context
 from .recipes import TrainConfig
@@ -121,7 +121,7 @@ class FolderTest:
                                 v2.CenterCrop(resolution), v2.ToDtype(torch.float32, scale=True),
                                 v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
         sampler = EpochSampler(len(self.val), 0, self.ctx.rank, self.ctx.world_size, shuffle=False)
-        loader, _ = folder_loader(self.val, transform, 250, sampler, self.config.num_workers, train=False)
+        loader, _ = worker_loader(self.val, transform, 250, sampler, self.config.num_workers, train=False)
         for x, y in loader:
             yield x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
 
@@ -220,37 +220,14 @@ class DevicePipeline(Pipeline):
         return _describe_memory(self.config, self.train, self.test, "on device")
 
 
-class WorkerPipeline(Pipeline):
-    """In-memory images through DataLoader workers with torchvision transforms (RandAugment)."""
+class LoaderPipeline(Pipeline):
+    """Training batches from DataLoader workers: a seeded sampler and per-sample seeded transforms."""
 
-    def __init__(self, config, ctx, train: ImageData, test: ImageData, mean, std):
-        from torchvision.transforms import v2
-
-        self.config, self.ctx, self.train, self.test, self.mean, self.std = config, ctx, train, test, mean, std
-        self.num_classes = train.num_classes
-        steps = []
-        if config.crop == "pad":
-            steps.append(v2.RandomCrop(config.img_size, padding=4))
-        elif config.crop == "rrc":
-            steps.append(v2.RandomResizedCrop(config.img_size, scale=tuple(config.rrc_scale), antialias=True))
-        if config.flip:
-            steps.append(v2.RandomHorizontalFlip())
-        if config.randaugment:
-            steps.append(v2.RandAugment())
-        if config.three_augment:
-            steps.append(v2.RandomChoice([v2.Grayscale(3), v2.RandomSolarize(128, p=1.0),
-                                          v2.GaussianBlur(5, sigma=(0.1, 2.0))]))
-        if config.color_jitter:
-            steps.append(v2.ColorJitter(config.color_jitter, config.color_jitter, config.color_jitter))
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-        dataset = SeededTransform(_TensorDataset(train), v2.Compose(steps), seed=config.seed)
-        self.sampler = EpochSampler(len(train), config.seed, ctx.rank, ctx.world_size)
+    def _start(self, config, ctx, dataset, transform) -> None:
         self.per_rank = config.batch_size // ctx.world_size
-        self.dataset = dataset
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=self.per_rank, sampler=self.sampler,
-                                                  num_workers=config.num_workers, drop_last=True,
-                                                  pin_memory=ctx.device.type == "cuda",
-                                                  persistent_workers=False)
+        self.sampler = EpochSampler(len(dataset), config.seed, ctx.rank, ctx.world_size)
+        self.loader, self.dataset = worker_loader(dataset, transform, self.per_rank, self.sampler,
+                                                  config.num_workers, seed=config.seed, train=True)
         self.batches_per_epoch = len(self.sampler) // self.per_rank
 
     def epoch(self, epoch, start_batch=0):
@@ -259,11 +236,49 @@ class WorkerPipeline(Pipeline):
         for x, y in self.loader:
             yield x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
 
+
+class WorkerPipeline(LoaderPipeline):
+    """In-memory images through DataLoader workers with torchvision transforms (RandAugment)."""
+
+    def __init__(self, config, ctx, train: ImageData, test: ImageData, mean, std):
+        self.config, self.ctx, self.train, self.test, self.mean, self.std = config, ctx, train, test, mean, std
+        self.num_classes = train.num_classes
+        self._start(config, ctx, _TensorDataset(train), worker_transforms(config, mean, std))
+
     def test_batches(self, resolution):
         yield from MemoryTest(self.test, self.ctx, self.mean, self.std).test_batches(resolution)
 
     def describe(self):
         return _describe_memory(self.config, self.train, self.test, "DataLoader workers")
+
+
+def worker_transforms(config: TrainConfig, mean, std, images: bool = False):
+    """torchvision's per-image training transforms, for DataLoader workers. ``images``: the input
+    is a decoded image of any size (an ImageFolder), not a uint8 tensor of the training size."""
+    from torchvision.transforms import v2
+
+    bicubic = v2.InterpolationMode.BICUBIC
+    steps = [v2.ToImage()] if images else []
+    if config.crop == "rrc":
+        steps.append(v2.RandomResizedCrop(config.img_size, scale=tuple(config.rrc_scale), antialias=True,
+                                          interpolation=bicubic))
+    elif config.crop in ("pad", "none"):
+        if images:  # a fixed size first
+            steps += [v2.Resize(config.img_size, interpolation=bicubic, antialias=True), v2.CenterCrop(config.img_size)]
+        if config.crop == "pad":
+            steps.append(v2.RandomCrop(config.img_size, padding=4))
+    else:
+        raise ValueError(f"crop must be pad, rrc or none, got {config.crop!r}")
+    if config.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if config.randaugment:
+        steps.append(v2.RandAugment())
+    if config.three_augment:
+        steps.append(v2.RandomChoice([v2.Grayscale(3), v2.RandomSolarize(128, p=1.0),
+                                      v2.GaussianBlur(5, sigma=(0.1, 2.0))]))
+    if config.color_jitter:
+        steps.append(v2.ColorJitter(config.color_jitter, config.color_jitter, config.color_jitter))
+    return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
 class _TensorDataset(torch.utils.data.Dataset):
@@ -282,40 +297,16 @@ def _describe_memory(config, train: ImageData, test: ImageData, where: str) -> d
             "image_size": list(train.images.shape[-2:]), "augmentation_on": where}
 
 
-class FolderPipeline(Pipeline):
+class FolderPipeline(LoaderPipeline):
     """ImageNet-1k (or any large ImageFolder): DeiT-III training transforms on workers; resize and
     centre-crop for evaluation at any resolution."""
 
     def __init__(self, config: TrainConfig, ctx: Context):
-        from torchvision.transforms import v2
-
         self.config, self.ctx = config, ctx
-        steps = [v2.ToImage(), v2.RandomResizedCrop(config.img_size, scale=tuple(config.rrc_scale), antialias=True,
-                                                    interpolation=v2.InterpolationMode.BICUBIC)]
-        if config.flip:
-            steps.append(v2.RandomHorizontalFlip())
-        if config.three_augment:
-            steps.append(v2.RandomChoice([v2.Grayscale(3), v2.RandomSolarize(128, p=1.0),
-                                          v2.GaussianBlur(5, sigma=(0.1, 2.0))]))
-        if config.color_jitter:
-            steps.append(v2.ColorJitter(config.color_jitter, config.color_jitter, config.color_jitter))
-        if config.randaugment:
-            steps.append(v2.RandAugment())
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         train = image_folder(config.data_dir, "train", "imagenet")  # scanned once: 1.28M files take a while
         self.num_classes = len(train.classes)
-        self.per_rank = config.batch_size // ctx.world_size
-        self.sampler = EpochSampler(len(train), config.seed, ctx.rank, ctx.world_size)
-        self.loader, self.dataset = folder_loader(train, v2.Compose(steps), self.per_rank, self.sampler,
-                                                  config.num_workers, seed=config.seed, train=True)
-        self.batches_per_epoch = len(self.sampler) // self.per_rank
+        self._start(config, ctx, train, worker_transforms(config, IMAGENET_MEAN, IMAGENET_STD, images=True))
         self._tests = None
-
-    def epoch(self, epoch, start_batch=0):
-        self.sampler.set_epoch(epoch, start=start_batch * self.per_rank)
-        self.dataset.set_epoch(epoch)
-        for x, y in self.loader:
-            yield x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
 
     def test_batches(self, resolution):
         if self._tests is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import subprocess
@@ -69,3 +70,11 @@ def provenance(device=None, **extra) -> dict:
         "environment": environment(device),
         **extra,
     }
+
+
+def write_json(record: dict, path: str | os.PathLike) -> None:
+    """Write a result record (folders created as needed) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
