@@ -12,18 +12,29 @@ from pathlib import Path
 import torch
 
 
+def _git(where: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, check=True,
+                          timeout=10).stdout
+
+
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
-    """The commit of the repository holding ``path`` (default: ropelib's), ``+dirty`` if it has
-    uncommitted changes; ``None`` outside a git checkout (e.g. a pip install)."""
+    """The commit of the repository holding ``path`` (default: ropelib's), ``+dirty`` if tracked
+    files have uncommitted changes; ``None`` outside a git checkout (e.g. a pip install)."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        return _git(where, "rev-parse", "HEAD").strip() + ("+dirty" if uncommitted(where) else "")
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit + ("+dirty" if dirty else "")
+
+
+def uncommitted(path: str | os.PathLike | None = None) -> list[str]:
+    """Tracked files that differ from the commit (what ``+dirty`` refers to)."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        lines = _git(where, "status", "--porcelain", "--untracked-files=no").splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line[3:] for line in lines if line.strip()]  # porcelain lines: "XY path"
 
 
 def _cpu_model() -> str:
@@ -64,12 +75,15 @@ def environment(device: torch.device | str | None = None) -> dict:
 
 def provenance(device=None, **extra) -> dict:
     """A record to store next to a result: date (UTC), commit, environment, plus ``extra``."""
-    return {
+    record = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "environment": environment(device),
         **extra,
     }
+    if record["commit"] and record["commit"].endswith("+dirty"):
+        record["uncommitted_files"] = uncommitted()
+    return record
 
 
 def write_json(record: dict, path: str | os.PathLike) -> None:

@@ -108,10 +108,11 @@ def test_relative_encodings_compose(name):
     torch.testing.assert_close(lhs, enc.matrix(p_prime - p), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", NOT_RELATIVE)
-def test_non_commuting_encodings_are_measurably_not_relative(name):
-    """Spherical RoPE and LieRE (b=8) at their default init: a common shift changes the logits."""
-    enc = make_encoding(name)
+@pytest.mark.parametrize("name, options", [("spherical", {}), ("liere", {}), ("liere", {"block_size": 3}),
+                                           ("liere", {"block_size": 4})])
+def test_non_commuting_encodings_are_measurably_not_relative(name, options):
+    """Spherical RoPE and LieRE (b >= 3) at their default init: a common shift changes the logits."""
+    enc = make_encoding(name, **options)
     q = torch.randn(4, enc.num_heads, 16, enc.head_dim)
     k = torch.randn_like(q)
     pos = enc.positions(4, 4)
