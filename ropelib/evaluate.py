@@ -20,7 +20,6 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import torch
 
 from . import checkpoint as ckpt
 from . import distributed, pipelines
@@ -40,12 +39,9 @@ def load_model(path: str | Path) -> tuple[VisionTransformer, dict]:
         model.load_state_dict(state["state_dict"])
         return model, state["train_config"]
     if "model" in state and "config" in state:
-        from .pipelines import build_test
         from .train import build_model
 
-        config = TrainConfig(**state["config"])
-        ctx = distributed.Context(0, 1, 0, torch.device("cpu"))
-        model = build_model(config, build_test(config, ctx).num_classes)
+        model = build_model(TrainConfig(**state["config"]), state["model"]["head.weight"].shape[0])
         model.load_state_dict(state["model"])
         return model, state["config"]
     raise ValueError(f"{path} is neither a ropelib model.pt nor a training checkpoint.pt")

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from .encodings import build_encoding
-from .encodings.kernels import pair_channels
 from .positions import patch_positions
 
 
@@ -110,18 +109,6 @@ def check_axial(fn: Callable) -> bool:
         enc = build_encoding("axial", head_dim=d, num_heads=H, theta=theta)
         _compare("axial", fn(x, pos, theta), enc.rotate(x, pos), f"grid {grid}, d={d}, theta={theta:g}")
     return _passed("axial", len(cases))
-
-
-def check_permutation(perm: torch.Tensor, head_dim: int) -> bool:
-    """``perm``: channel order taking the adjacent layout to the half layout, so that
-    ``half.rotate(x[..., perm]) == adjacent.rotate(x)[..., perm]``."""
-    first, second = pair_channels(head_dim, "adjacent")
-    expected = torch.cat((first, second))
-    perm = torch.as_tensor(perm)
-    if perm.shape != expected.shape or not torch.equal(perm.long(), expected):
-        raise ExerciseError(f"permutation: not the adjacent->half order for head_dim={head_dim} "
-                            f"(half-layout channel k must come from adjacent channel perm[k])")
-    return _passed("permutation", 1)
 
 
 # -- chapters 4, 6, 7: parameter counts ------------------------------------------------------------

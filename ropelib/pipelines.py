@@ -217,7 +217,7 @@ class DevicePipeline(Pipeline):
         yield from MemoryTest(self.test, self.ctx, self.mean, self.std).test_batches(resolution)
 
     def describe(self):
-        return _describe_memory(self.config, self.train, self.test, "on device")
+        return _describe_memory(self.train, self.test, "on device")
 
 
 class LoaderPipeline(Pipeline):
@@ -249,7 +249,7 @@ class WorkerPipeline(LoaderPipeline):
         yield from MemoryTest(self.test, self.ctx, self.mean, self.std).test_batches(resolution)
 
     def describe(self):
-        return _describe_memory(self.config, self.train, self.test, "DataLoader workers")
+        return _describe_memory(self.train, self.test, "DataLoader workers")
 
 
 def worker_transforms(config: TrainConfig, mean, std, images: bool = False):
@@ -292,7 +292,7 @@ class _TensorDataset(torch.utils.data.Dataset):
         return self.data.images[i], int(self.data.labels[i])
 
 
-def _describe_memory(config, train: ImageData, test: ImageData, where: str) -> dict:
+def _describe_memory(train: ImageData, test: ImageData, where: str) -> dict:
     return {"dataset": train.name, "source": train.source, "train_images": len(train), "test_images": len(test),
             "image_size": list(train.images.shape[-2:]), "augmentation_on": where}
 

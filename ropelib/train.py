@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -400,7 +401,7 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     results = train(config)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"run": results["run"], "accuracy": results["accuracy"],
                           "images_per_second": results["throughput_images_per_second"]}))
     return 0

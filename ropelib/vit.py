@@ -12,7 +12,7 @@ Parameter names follow timm's, so that :func:`from_timm` can load timm's RoPE-Vi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -305,10 +305,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             continue
         (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def config_dict(model: VisionTransformer) -> dict:
-    return asdict(model.config)
 
 
 # -- timm interop -----------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import ropelib
 # One head_dim every variant accepts: pairs (2), quadruples (4), triplets (3), 8x8 blocks.
 HEAD_DIM = 48
 RELATIVE = ("rope1d", "axial", "uniform", "mixed", "comrope-ap", "comrope-ld")
-NOT_RELATIVE = ("spherical", "liere")
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 

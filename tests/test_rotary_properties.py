@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ropelib
-from conftest import NOT_RELATIVE, RELATIVE, make_encoding, random_positions
+from conftest import RELATIVE, make_encoding, random_positions
 
 cases = settings(max_examples=12, deadline=None, derandomize=True)
 seeds = st.integers(0, 2**31 - 1)

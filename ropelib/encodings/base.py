@@ -223,7 +223,7 @@ class RotaryEncoding(PositionEncoding):
             A tensor shaped like ``x``, in ``x``'s dtype: token ``n`` is ``R(pos[n]) @ x[..., n, :]``.
         """
         pos = self._check_rotate_inputs(x, pos)
-        if self.learnable or pos.requires_grad:
+        if self.learnable:
             table = self._compute_table(pos)
         else:
             table = self._tables.get(self, pos, lambda: self._compute_table(pos))
