@@ -94,7 +94,7 @@ def test_unknown_name_lists_the_valid_ones():
 
 
 def test_unknown_option_lists_the_valid_ones():
-    with pytest.raises(TypeError, match=r"axial: unknown option\(s\) 'thetta'; valid options: theta, learnable, layout"):
+    with pytest.raises(TypeError, match=r"axial: unknown option\(s\) 'thetta'; valid options: theta, learnable, init, layout"):
         ropelib.build_encoding("axial", head_dim=64, thetta=10)
 
 

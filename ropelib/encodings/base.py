@@ -31,6 +31,19 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# How learned frequencies start: "fixed" at the encoding's fixed values (ours), or "uniform",
+# U[0, 1) per frequency, as the authors of A Circular Argument do in their public code (ChasevdG/CARE).
+FREQUENCY_INITS = ("fixed", "uniform")
+
+
+def check_init(init: str, owner: str, learnable: bool) -> str:
+    if init not in FREQUENCY_INITS:
+        raise ValueError(f"{owner}: init must be one of {FREQUENCY_INITS}, got {init!r}")
+    if init != "fixed" and not learnable:
+        raise ValueError(f"{owner}: init={init!r} only applies to learned frequencies; pass learnable=True")
+    return init
+
+
 class PositionEncoding(nn.Module):
     """Base class: head geometry, position convention and input checks.
 

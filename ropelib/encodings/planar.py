@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..positions import position_step
-from .base import RotaryEncoding
+from .base import RotaryEncoding, check_init
 from .kernels import LAYOUTS, pair_channels, rotate_planes
 
 
@@ -112,7 +112,12 @@ class AxialRoPE(PlanarRotary):
     Planes ``t < d/4`` turn by ``omega_t * p_x``, planes ``d/4 + t`` by ``omega_t * p_y``, with
     ``omega_t = theta^(-4t/d)`` and ``theta = 100`` (rope-vit's ViT models; 1 down to about
     0.013 rad per patch for ``d = 64``). ``learnable=True`` gives "Learned Axial RoPE" (A Circular
-    Argument): every (head, axis, plane) frequency becomes a parameter, initialised at these.
+    Argument): every (head, axis, plane) frequency becomes a parameter, initialised at these
+    (``init="uniform"`` draws them U[0, 1) instead, as the authors' public code does).
+
+    A Circular Argument's Axial RoPE is this encoding with ``theta = 10`` on ``circular`` positions:
+    its ``omega_t = 100^(-2t/d)`` per quadruple equals ``10^(-4t/d)`` (the authors' code,
+    ChasevdG/CARE ``Axial_RoPE``, lays the channels out as here: x planes first, adjacent pairs).
 
     Parameters: ``frequencies`` ``(H, 2, d/4)`` (x row, y row) if learnable, else a ``(1, 2, d/4)``
     buffer.
@@ -121,17 +126,19 @@ class AxialRoPE(PlanarRotary):
     name = "axial"
 
     def __init__(self, head_dim: int, num_heads: int = 1, *, theta: float = 100.0, learnable: bool = False,
-                 **options):
+                 init: str = "fixed", **options):
         super().__init__(head_dim, num_heads, **options)
         self._require_divisible(4, "x and y each need head_dim/4 rotation planes")
         if not theta > 0:
             raise ValueError(f"{self.name}: theta must be positive, got {theta!r}")
         self.theta = float(theta)
         self.learnable = bool(learnable)
+        self.init = check_init(init, self.name, self.learnable)
         magnitudes = _rope_magnitudes(head_dim // 4, self.theta, 4.0 / head_dim)
         freqs = torch.stack((magnitudes, magnitudes)).unsqueeze(0)  # (1, 2, d/4): x row, y row
         if self.learnable:
-            self.frequencies = nn.Parameter(freqs.repeat(num_heads, 1, 1))
+            start = torch.rand(num_heads, 2, head_dim // 4) if init == "uniform" else freqs.repeat(num_heads, 1, 1)
+            self.frequencies = nn.Parameter(start)
         else:
             self.register_buffer("frequencies", freqs, persistent=False)
 
@@ -150,12 +157,17 @@ def _axial_vectors(frequencies: torch.Tensor) -> torch.Tensor:
 class UniformRoPE(PlanarRotary):
     """Uniform-frequency RoPE (A Circular Argument, sec. 4): axial with one frequency for all planes.
 
-    The frequency makes one full turn across the training image on each axis, so every patch
-    has its own angle: ``omega = 2 pi / (S0 * step)`` with ``step`` the patch spacing of the
-    convention. In the paper's ``circular`` convention (positions spanning ``2 pi`` per image)
-    that is ``omega = 1`` whatever the grid; other conventions need ``train_grid``.
-    ``frequency=`` sets it explicitly. An ablation: it tests whether a *spread* of frequencies
-    matters.
+    An ablation: it tests whether a *spread* of frequencies matters. ``frequency`` chooses the one
+    frequency; the paper's text and the authors' code disagree:
+
+    * ``"one-turn"`` (default; the paper's text, "one rotation cycle across the entire image"):
+      ``omega = 2 pi / (S0 * step)`` with ``step`` the patch spacing of the convention, so every
+      patch of the training image has its own angle. In the paper's ``circular`` convention
+      (positions spanning ``2 pi`` per image) that is ``omega = 1`` whatever the grid; other
+      conventions need ``train_grid``.
+    * ``"care"``: ``omega = 1/pi``, the value in the authors' public code (ChasevdG/CARE,
+      ``Axial_RoPE(uniform_freq=True)``): half a turn across a (-pi, pi) image.
+    * a positive number: that frequency, in radians per unit of position.
 
     Buffer: ``frequencies`` ``(1, 2, d/4)``, laid out as axial's.
     """
@@ -163,13 +175,17 @@ class UniformRoPE(PlanarRotary):
     name = "uniform"
     default_convention = "circular"
 
-    def __init__(self, head_dim: int, num_heads: int = 1, *, frequency: float | None = None, **options):
+    def __init__(self, head_dim: int, num_heads: int = 1, *, frequency: float | str = "one-turn", **options):
         super().__init__(head_dim, num_heads, **options)
         self._require_divisible(4, "x and y each need head_dim/4 rotation planes")
-        if frequency is None:
+        if frequency == "one-turn" or frequency is None:
             per_axis = self._one_turn_frequencies()
-        elif not frequency > 0:
-            raise ValueError(f"{self.name}: frequency must be positive, got {frequency!r}")
+        elif frequency == "care":
+            per_axis = (1 / math.pi, 1 / math.pi)
+        elif isinstance(frequency, str) or isinstance(frequency, bool) or not frequency > 0:
+            raise ValueError(
+                f"{self.name}: frequency must be 'one-turn', 'care' or a positive number, got {frequency!r}"
+            )
         else:
             per_axis = (float(frequency), float(frequency))
         self.frequency = per_axis
