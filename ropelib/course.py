@@ -6,6 +6,10 @@
     python -m ropelib.course build --offline # build the site with MathJax served locally (--student: no solutions)
     python -m ropelib.course time [--smoke]  # execute every notebook from scratch and time it
 
+The module is also a Sphinx extension of the book (``sphinx.extra_extensions`` in ``_config.yml``):
+author-year labels for the bibliography, and the execution mode of the build as the
+substitution ``{{ execution_mode }}`` (see :func:`setup`).
+
 The repository URL lives in one place, ``repository.url`` in ``_config.yml``: the book's launch
 buttons read it, and ``sync`` writes it into each notebook's Colab badge and install cell (a
 notebook opened on Colab cannot read the book's configuration).
@@ -19,6 +23,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,6 +181,42 @@ def student_copies(out: Path, root: Path = ROOT) -> list[Path]:
     return written
 
 
+def student_site(root: Path = ROOT) -> Path:
+    """Where ``build(student=True)`` puts the student website."""
+    return root / "_build" / "student" / "_build" / "html"
+
+
+def student_source(out: Path, root: Path = ROOT) -> Path:
+    """A copy of the book's sources in ``out`` whose notebooks have no solutions.
+
+    sphinx-exercise's ``hide_solutions`` handles the one-cell ``{solution}`` directive only; on
+    the gated ``{solution-start}``/``{solution-end}`` form the chapters use it crashes ("unknown
+    node type: solution_end_node"). So the student site is built from :func:`student_copies`.
+    Copied: ``_config.yml``, ``_toc.yml`` and every top-level folder or file that the table of
+    contents or ``bibtex_bibfiles`` names.
+    """
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in ["_config.yml", "_toc.yml"]:
+        shutil.copy2(root / name, out / name)
+    config = _yaml(root / "_config.yml")
+    wanted = list(toc_files(root)) + list(config.get("bibtex_bibfiles", []))
+    for entry in wanted:
+        top = Path(entry).parts[0]
+        if (root / top).is_dir():
+            if not (out / top).exists():
+                shutil.copytree(root / top, out / top, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+        else:
+            for path in root.glob(f"{top}*"):
+                if path.is_file() and path.stem == Path(top).stem:
+                    shutil.copy2(path, out / path.name)
+    for path in (out / "notebooks").glob("*.ipynb"):
+        path.unlink()
+    student_copies(out / "notebooks", root)
+    return out
+
+
 def build(root: Path = ROOT, offline: bool = False, student: bool = False, mathjax_dir: Path | None = None,
           extra: list[str] | None = None) -> int:
     """Build the site with variations of ``_config.yml``, written to ``_build/_config_variant.yml``.
@@ -183,7 +224,9 @@ def build(root: Path = ROOT, offline: bool = False, student: bool = False, mathj
     * ``offline``: MathJax 3 served from the site's own ``_static`` folder, so that maths renders
       without a network. MathJax comes from ``npm install mathjax@3`` (``node_modules/mathjax/es5``)
       or from ``mathjax_dir`` (any folder holding ``tex-mml-chtml.js``).
-    * ``student``: exercise solutions left out of the pages (sphinx-exercise's ``hide_solutions``).
+    * ``student``: exercise solutions left out: the site is built from a copy of the sources
+      whose notebooks have no solutions (:func:`student_source`, in ``_build/student/source``),
+      into ``_build/student/_build/html`` (:func:`student_site`).
     """
     import yaml
 
@@ -203,8 +246,15 @@ def build(root: Path = ROOT, offline: bool = False, student: bool = False, mathj
         shutil.copytree(mathjax_dir, static / "mathjax")
         sphinx_config["html_static_path"] = [str(static)]
         sphinx_config["mathjax_path"] = "mathjax/tex-mml-chtml.js"
+    source = root
+    extra = list(extra or [])
     if student:
+        # also hides any one-cell {solution} left in a page that is not a notebook
         sphinx_config["hide_solutions"] = True
+        source = student_source(root / "_build" / "student" / "source", root)
+        own_output = "--path-output" not in extra
+        if own_output:
+            extra += ["--path-output", str(root / "_build" / "student")]
     variant = root / "_build" / "_config_variant.yml"
     variant.parent.mkdir(parents=True, exist_ok=True)
     variant.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -213,9 +263,12 @@ def build(root: Path = ROOT, offline: bool = False, student: bool = False, mathj
         executable = shutil.which("jupyter-book")
     if executable is None:
         raise SystemExit("jupyter-book is not installed: pip install -r requirements.txt")
-    command = [str(executable), "build", str(root), "--config", str(variant), *(extra or [])]
+    command = [str(executable), "build", str(source), "--config", str(variant), *extra]
     print("+", " ".join(command))
-    return subprocess.call(command)
+    code = subprocess.call(command)
+    if student and code == 0 and own_output:
+        print(f"student site (no solutions): {student_site(root)}")
+    return code
 
 
 def time_notebooks(paths: list[Path], smoke: bool, out: Path | None = None, timeout: int = 1800) -> dict:
@@ -249,6 +302,77 @@ def time_notebooks(paths: list[Path], smoke: bool, out: Path | None = None, time
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+# --- Sphinx extension ---------------------------------------------------------------------------
+# Listed in _config.yml (sphinx.extra_extensions); jupyter-book imports it when it builds the book.
+
+BIBLIOGRAPHY_STYLE = "course-author-year"
+
+
+def execution_mode() -> str:
+    """One sentence, in Markdown, on how this build executes the notebooks (``ROPELIB_SMOKE``)."""
+    from .smoke import is_smoke
+
+    if is_smoke():
+        return ("in **smoke mode** (`ROPELIB_SMOKE=1`): every notebook ran tiny (small problems, few "
+                "steps, synthetic data), so the times below are those of the smoke runs, not of the "
+                "real sizes")
+    return ("at **full size** (`ROPELIB_SMOKE` unset or 0): every notebook ran at the sizes a "
+            "reader gets, so the times below are those of the real chapters")
+
+
+def _author_year_label(entry) -> str:
+    """``Su et al., 2024``: the label sphinxcontrib-bibtex's author-year citations show."""
+    from pybtex.richtext import Text
+
+    people = entry.persons.get("author") or entry.persons.get("editor") or []
+    names = [Text(" ").join(p.rich_prelast_names + p.rich_last_names).render_as("text") for p in people]
+    if len(names) > 2:
+        authors = f"{names[0]} et al."
+    else:
+        authors = " and ".join(names) or entry.fields.get("title", entry.key)
+    return f"{authors}, {entry.fields.get('year', 'n.d.')}"
+
+
+def _register_bibliography_style() -> None:
+    """A pybtex style whose labels are author-year (``[Su et al., 2024]``), so that the
+    bibliography page shows what the author-year citations in the text show, sorted by author."""
+    from pybtex.plugin import PluginNotFound, find_plugin, register_plugin
+    from pybtex.style.formatting.plain import Style as PlainStyle
+    from pybtex.style.labels import BaseLabelStyle
+
+    class AuthorYearLabels(BaseLabelStyle):
+        def format_labels(self, sorted_entries):
+            labels = [_author_year_label(entry) for entry in sorted_entries]
+            repeated, seen = Counter(labels), Counter()
+            for label in labels:
+                if repeated[label] > 1:  # Su et al., 2024a and Su et al., 2024b
+                    seen[label] += 1
+                    label += "abcdefghijklmnopqrstuvwxyz"[seen[label] - 1]
+                yield label
+
+    class AuthorYearStyle(PlainStyle):
+        default_label_style = AuthorYearLabels
+
+    try:
+        find_plugin("pybtex.style.formatting", BIBLIOGRAPHY_STYLE)
+    except PluginNotFound:
+        register_plugin("pybtex.style.formatting", BIBLIOGRAPHY_STYLE, AuthorYearStyle)
+
+
+def setup(app):
+    """Sphinx entry point: the bibliography style ``course-author-year`` (set as
+    ``bibtex_default_style``) and the MyST substitution ``{{ execution_mode }}``, which tells the
+    reader whether this build ran the notebooks in smoke mode (read at build time, through
+    :func:`ropelib.smoke.is_smoke`, from the environment the notebooks inherit)."""
+    _register_bibliography_style()
+
+    def add_substitution(app, config):
+        config.myst_substitutions = {**(config.myst_substitutions or {}), "execution_mode": execution_mode()}
+
+    app.connect("config-inited", add_substitution)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 def main(argv=None) -> int:

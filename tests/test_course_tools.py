@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -30,7 +31,12 @@ def test_offline_and_student_variants(book_copy, monkeypatch):
     monkeypatch.setattr(course.subprocess, "call", lambda command: calls.append(command) or 0)
     assert course.build(book_copy, offline=True, student=True, mathjax_dir=mathjax, extra=["-W"]) == 0
     command = calls[0]
-    assert command[1:3] == ["build", str(book_copy)] and command[-1] == "-W"
+    # the student site is built from a copy of the sources whose notebooks have no solutions
+    source = book_copy / "_build" / "student" / "source"
+    assert command[1:3] == ["build", str(source)] and "-W" in command
+    assert command[command.index("--path-output") + 1] == str(book_copy / "_build" / "student")
+    assert "{solution" not in (source / "notebooks" / "03_axial_rope.ipynb").read_text()
+    assert "{solution" in (book_copy / "notebooks" / "03_axial_rope.ipynb").read_text()
     variant = yaml.safe_load(Path(command[command.index("--config") + 1]).read_text())
     config = variant["sphinx"]["config"]
     assert config["mathjax_path"] == "mathjax/tex-mml-chtml.js"
@@ -54,3 +60,45 @@ def test_changing_the_repository_url_in_one_place(book_copy):
     text = (book_copy / "notebooks" / "01_attention_and_position.ipynb").read_text()
     assert "github.com/someone/fork" in text and "colab.research.google.com/github/someone/fork/blob/main" in text
     assert course.sync(book_copy) == []  # idempotent
+
+
+def _tiny_book(root: Path) -> None:
+    """A one-chapter book with an exercise and a gated solution, nothing to execute."""
+    (root / "_config.yml").write_text(yaml.safe_dump({
+        "title": "Tiny", "only_build_toc_files": True,
+        "execute": {"execute_notebooks": "off"},
+        "sphinx": {"extra_extensions": ["sphinx_exercise"]},
+    }))
+    (root / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "intro",
+                                                   "chapters": [{"file": "notebooks/one"}]}))
+    (root / "intro.md").write_text("# Tiny\n\nA book with one chapter.\n")
+
+    def markdown(text):
+        return {"cell_type": "markdown", "metadata": {}, "source": text}
+
+    cells = [
+        markdown("# One\n\nThe chapter."),
+        markdown("```{exercise}\n:label: tiny-ex\n\nAdd one and one.\n```"),
+        markdown("```{solution-start} tiny-ex\n:class: dropdown\n```\n\nSECRET-PROSE"),
+        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+         "source": "print('SECRET-CODE', 1 + 1)"},
+        markdown("```{solution-end}\n```"),
+        markdown("After the exercise."),
+    ]
+    for i, cell in enumerate(cells):
+        cell["id"] = f"cell-{i}"
+    nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}
+    (root / "notebooks").mkdir()
+    (root / "notebooks" / "one.ipynb").write_text(json.dumps(nb, indent=1))
+
+
+def test_student_build_leaves_gated_solutions_out(tmp_path):
+    """A real build, of a tiny book without execution (a few seconds; sphinx-exercise's
+    ``hide_solutions`` alone crashes on the gated form)."""
+    _tiny_book(tmp_path)
+    assert course.build(tmp_path, student=True, extra=["-W", "-n", "--keep-going"]) == 0
+    html = (course.student_site(tmp_path) / "notebooks" / "one.html").read_text()
+    assert "Add one and one" in html and "After the exercise" in html
+    assert "SECRET" not in html
+    assert (tmp_path / "notebooks" / "one.ipynb").read_text().count("SECRET") == 2  # sources untouched
