@@ -5,6 +5,7 @@
     python -m ropelib.course student OUT     # copies of the notebooks without the exercise solutions
     python -m ropelib.course build --offline # build the site with MathJax served locally (--student: no solutions)
     python -m ropelib.course time [--smoke]  # execute every notebook from scratch and time it
+    python -m ropelib.course figures         # redraw the book's own figures (book/*.svg)
 
 The module is also a Sphinx extension of the book (``sphinx.extra_extensions`` in ``_config.yml``):
 author-year labels for the bibliography, and the execution mode of the build as the
@@ -304,6 +305,53 @@ def time_notebooks(paths: list[Path], smoke: bool, out: Path | None = None, time
     return record
 
 
+# --- The book's own figures --------------------------------------------------------------------
+
+# How the chapters depend on each other (drawn on the introduction page): (number, title) boxes
+# at (column, row) of a narrow grid that fits a phone, and the arrows between them.
+CHAPTERS = {1: "Attention and position", 2: "RoPE in 1D", 3: "Axial RoPE", 4: "Mixed and Uniform RoPE",
+            5: "Spherical RoPE", 6: "ComRoPE", 7: "LieRE", 8: "Equivariance lab"}
+DEPENDENCIES = [(1, 2), (2, 3), (3, 4), (4, 5), (4, 6), (6, 7), (4, 8), (5, 8), (7, 8)]
+_LAYOUT = {1: (0, 0), 2: (0, 1), 3: (0, 2), 4: (0, 3), 5: (-1, 4.5), 6: (1, 4), 7: (1, 5), 8: (0, 6.3)}
+
+
+def dependency_graph(out: Path) -> Path:
+    """Draw the chapter dependency graph to ``out`` (SVG or PNG), 4.2 inches wide."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    core, branch = "#dbe9f6", "#fbe5cf"
+    width, height, dx, dy = 3.7, 0.62, 1.38, 1.0
+    with plt.rc_context({"svg.hashsalt": "rope-course", "svg.fonttype": "path", "font.size": 10}):
+        fig, ax = plt.subplots(figsize=(4.2, 6.0))
+        ax.set_xlim(-2.7, 2.7), ax.set_ylim(6.3 * dy + 0.5, -0.4)
+        ax.axis("off")
+        centres = {n: (c * dx, r * dy) for n, (c, r) in _LAYOUT.items()}
+        boxes = {}
+        for n, (x, y) in centres.items():
+            w = width if _LAYOUT[n][0] == 0 else 2.5
+            box = FancyBboxPatch((x - w / 2, y - height / 2), w, height, boxstyle="round,pad=0.02,rounding_size=0.12",
+                                 fc=core if n <= 4 else branch, ec="#333333", lw=1.0)
+            ax.add_patch(box)
+            boxes[n] = box
+            ax.text(x, y, f"{n}  {CHAPTERS[n]}", ha="center", va="center", fontsize=9.5)
+        for a, b in DEPENDENCIES:
+            ax.add_patch(FancyArrowPatch(centres[a], centres[b], patchA=boxes[a], patchB=boxes[b],
+                                         arrowstyle="-|>", mutation_scale=12, lw=1.1, color="#333333",
+                                         shrinkA=1, shrinkB=1))
+        handles = [FancyBboxPatch((0, 0), 1, 1, fc=core, ec="#333333", label="core: read in order"),
+                   FancyBboxPatch((0, 0), 1, 1, fc=branch, ec="#333333", label="branches and the lab")]
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=2, fontsize=8.5,
+                  frameon=False, handlelength=1.5)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, bbox_inches="tight", metadata={"Date": None} if out.suffix == ".svg" else None)
+        plt.close(fig)
+    return out
+
+
 # --- Sphinx extension ---------------------------------------------------------------------------
 # Listed in _config.yml (sphinx.extra_extensions); jupyter-book imports it when it builds the book.
 
@@ -387,6 +435,7 @@ def main(argv=None) -> int:
     builder.add_argument("--offline", action="store_true", help="serve MathJax from the site itself")
     builder.add_argument("--student", action="store_true", help="leave the exercise solutions out")
     builder.add_argument("--mathjax", type=Path, default=None, help="folder holding MathJax 3's tex-mml-chtml.js")
+    sub.add_parser("figures", help="redraw the book's own figures (book/chapter-dependencies.svg)")
     timer = sub.add_parser("time", help="execute every notebook from scratch and time it")
     timer.add_argument("--smoke", action="store_true", help="with ROPELIB_SMOKE=1")
     timer.add_argument("--json", type=Path, default=None, help="write the timings and their provenance here")
@@ -394,6 +443,9 @@ def main(argv=None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "time":
         time_notebooks(args.notebooks or notebooks(), args.smoke, args.json)
+        return 0
+    if args.command == "figures":
+        print("wrote", dependency_graph(ROOT / "book" / "chapter-dependencies.svg").relative_to(ROOT))
         return 0
     if args.command == "sync":
         for path in sync():

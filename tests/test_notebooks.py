@@ -97,3 +97,41 @@ def test_student_copies_have_no_solutions(tmp_path):
         # the solution cells are gone, not just their markers
         original = json.loads((ROOT / "notebooks" / path.name).read_text())["cells"]
         assert len(cells) < len(original)
+
+
+MAX_LINE = 88  # what fits the site's code cells and a phone held sideways without scrolling
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_lines_fit_in_88_characters(path):
+    long = [f"cell {i} ({cell.get('id')}), {len(line)} characters: {line.strip()[:50]}..."
+            for i, cell in enumerate(_load(path)["cells"]) if cell["cell_type"] == "code"
+            for line in _text(cell).splitlines() if len(line) > MAX_LINE]
+    assert not long, f"code lines over {MAX_LINE} characters:\n" + "\n".join(long)
+
+
+# Chapters whose every figure has a numbered caption and alt text (cell metadata
+# mystnb.figure.caption/name and mystnb.image.alt, read by MyST-NB).
+CAPTIONED = [p for p in NOTEBOOKS if p.stem[:2] in {"01", "02", "03", "04"}]
+DRAWS = re.compile(r"plt\.show\(\)")
+
+
+@pytest.mark.parametrize("path", CAPTIONED, ids=lambda p: p.stem)
+def test_figures_have_captions_names_and_alt_text(path):
+    figures = [c for c in _load(path)["cells"]
+               if c["cell_type"] == "code" and DRAWS.search(_text(c))]
+    assert figures
+    for cell in figures:
+        meta = cell["metadata"].get("mystnb", {})
+        figure, image = meta.get("figure", {}), meta.get("image", {})
+        assert figure.get("caption") and figure.get("name", "").startswith("fig-"), cell["id"]
+        assert len(image.get("alt", "")) > 40, f"{cell['id']}: alt text describes the figure"
+        # one figure per cell: MyST-NB gives every image output of the cell the same name
+        assert _text(cell).count("plt.show()") <= 1, cell["id"]
+
+
+def test_figure_names_are_unique_across_the_book():
+    figures = [c.get("metadata", {}).get("mystnb", {}).get("figure", {})
+               for path in NOTEBOOKS for c in _load(path)["cells"]]
+    names = [figure["name"] for figure in figures if "name" in figure]
+    assert len(names) == len(set(names))
