@@ -19,15 +19,20 @@ def _git(where: Path, *args: str) -> str:
 
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
     """The commit of the repository holding ``path`` (default: ropelib's), ``+dirty`` if tracked
-    files have uncommitted changes. Outside a git checkout (a pip install, or a copy of the tree
-    sent to a GPU machine without its .git) it is ``ROPELIB_COMMIT`` if the caller set it, with
-    ``+copy`` appended to say it was not read from git, else ``None``."""
+    files have uncommitted changes; ``None`` outside a git checkout (e.g. a pip install).
+
+    ``ROPELIB_COMMIT``, when set, wins and is recorded as ``<value>+declared``: a copy of the tree
+    sent to another machine (a lent GPU) may carry no ``.git`` or a stale one, whose HEAD would
+    name the wrong code.
+    """
+    declared = os.environ.get("ROPELIB_COMMIT")
+    if declared:
+        return f"{declared}+declared"
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         return _git(where, "rev-parse", "HEAD").strip() + ("+dirty" if uncommitted(where) else "")
     except (OSError, subprocess.SubprocessError):
-        declared = os.environ.get("ROPELIB_COMMIT")
-        return f"{declared}+copy" if declared else None
+        return None
 
 
 def uncommitted(path: str | os.PathLike | None = None) -> list[str]:

@@ -33,3 +33,10 @@ def test_provenance_record():
 
 def test_outside_a_checkout_there_is_no_commit(tmp_path):
     assert git_commit(tmp_path) is None and uncommitted(tmp_path) == []
+
+
+def test_a_declared_commit_wins(tmp_path, monkeypatch):
+    """A tree copied to a GPU machine may carry a stale .git: the caller's ROPELIB_COMMIT is used."""
+    monkeypatch.setenv("ROPELIB_COMMIT", "abc1234")
+    assert git_commit(tmp_path) == "abc1234+declared"
+    assert provenance()["commit"] == "abc1234+declared"
