@@ -33,16 +33,22 @@ SETUP_TAG = "colab-setup"
 
 BADGE = "[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})"
 SETUP = '''\
-# Setup. On Colab this installs ropelib from the course repository and keeps Colab's PyTorch;
-# anywhere else it does nothing (ropelib is already installed there, see the README).
+# Setup. On Colab this installs ropelib from the course repository and keeps
+# Colab's PyTorch; anywhere else it does nothing (ropelib is already installed
+# there, see the README).
 import sys
 
 if "google.colab" in sys.modules:
-    %pip install --quiet "{requirement} @ git+{url}@{branch}"
+    %pip install --quiet \\
+        "{requirement} @ git+{url}@{branch}"
 
 import torch
 
-print(f"torch {{torch.__version__}}, device: {{'cuda' if torch.cuda.is_available() else 'cpu'}}")'''
+device = "cuda" if torch.cuda.is_available() else "cpu"
+print(f"torch {{torch.__version__}}, device: {{device}}")'''
+# The setup cell's code is folded away and its output (versions, device) left out of the
+# site's pages ("remove-output"); on Colab and Jupyter both stay visible.
+SETUP_TAGS = [SETUP_TAG, "hide-input", "remove-output"]
 
 
 def _yaml(path: Path) -> dict:
@@ -99,7 +105,7 @@ def expected_cells(path: Path, root: Path = ROOT) -> list[dict]:
     badge = {"cell_type": "markdown", "id": "colab-badge", "metadata": {"tags": [BADGE_TAG, "remove-cell"]},
              "source": BADGE.format(colab=colab)}
     setup = {"cell_type": "code", "execution_count": None, "id": "colab-setup",
-             "metadata": {"tags": [SETUP_TAG, "hide-input"]}, "outputs": [],
+             "metadata": {"tags": list(SETUP_TAGS)}, "outputs": [],
              "source": SETUP.format(requirement=requirement, url=url, branch=branch)}
     return [badge, setup]
 
@@ -122,7 +128,8 @@ def sync(root: Path = ROOT) -> list[Path]:
         badge, setup = expected_cells(path, root)
         # keep whatever the setup cell printed last time
         old_setup = next((c for c in nb["cells"] if _has_tag(c, SETUP_TAG)), None)
-        if old_setup is not None and _source(old_setup) == setup["source"]:
+        if (old_setup is not None and _source(old_setup) == setup["source"]
+                and old_setup.get("metadata", {}).get("tags") == setup["metadata"]["tags"]):
             setup = old_setup
         title = 1 if cells and cells[0]["cell_type"] == "markdown" else 0
         new_cells = [badge] + cells[:title] + [setup] + cells[title:]
@@ -145,6 +152,8 @@ def check(root: Path = ROOT) -> list[str]:
         first_code = next((c for c in cells if c["cell_type"] == "code"), None)
         if first_code is None or _source(first_code) != setup["source"] or not _has_tag(first_code, SETUP_TAG):
             problems.append(f"{path.name}: the first code cell is not the Colab setup cell")
+        elif not all(_has_tag(first_code, tag) for tag in SETUP_TAGS):
+            problems.append(f"{path.name}: the setup cell lacks the tags {SETUP_TAGS}")
     if problems:
         problems.append("run `python -m ropelib.course sync` to rewrite them from _config.yml")
     return problems
