@@ -62,7 +62,7 @@ def model_config(config: TrainConfig, num_classes: int) -> ViTConfig:
     sizes = {k: getattr(config, k) for k in ("embed_dim", "depth", "num_heads") if getattr(config, k) is not None}
     return ViTConfig(**{**PRESETS.get(config.model, {}), **sizes}, img_size=config.img_size,
                      patch_size=config.patch_size, num_classes=num_classes, head_dim=config.effective_head_dim,
-                     encoding=config.encoding, encoding_options=config.encoding_options, ape=config.ape,
+                     encoding=config.encoding, encoding_options=config.effective_encoding_options, ape=config.ape,
                      layer_scale=config.layer_scale, drop_path=config.drop_path, dropout=config.dropout,
                      position_jitter=config.position_jitter, global_pool=config.global_pool)
 

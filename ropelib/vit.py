@@ -48,6 +48,7 @@ class ViTConfig:
     encoding: str = "mixed"  # any name of ropelib.ENCODING_NAMES
     encoding_options: dict = field(default_factory=dict)
     ape: str | None = None  # an additive encoding used next to a rotary one (rope-vit's "RoPE + APE")
+    ape_options: dict = field(default_factory=dict)  # its options, e.g. {resize: antialias} (timm's)
     class_token: bool = True
     global_pool: str = "token"  # "token" (the CLS token) or "avg" (mean of the patch tokens)
     layer_scale: float | None = None  # LayerScale initial value; None: no LayerScale
@@ -181,7 +182,7 @@ class VisionTransformer(nn.Module):
         ape_name = c.encoding if kind in ("additive", "none") else c.ape
         self.ape = None
         if ape_name is not None and ENCODINGS[ape_name].kind == "additive":
-            options = c.encoding_options if ape_name == c.encoding else {}
+            options = c.encoding_options if ape_name == c.encoding else c.ape_options
             # an additive encoding only needs its width: head_dim * num_heads = embed_dim
             self.ape = build_encoding(ape_name, head_dim=c.embed_dim, num_heads=1, train_grid=c.grid, **options)
         rotary = kind == "rotary"
@@ -233,7 +234,7 @@ class VisionTransformer(nn.Module):
         h, w = x.shape[-2:]
         x = rearrange(x, "b d h w -> b (h w) d")
         if self.ape is not None:
-            x = x + self.ape.embed(self.positions(self.ape, h, w, x.device)).to(x.dtype)
+            x = x + self.ape.embed_grid(h, w, x.device).to(x.dtype)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x), dim=1)
         x = self.drop(x)
@@ -242,7 +243,9 @@ class VisionTransformer(nn.Module):
         if rotary:
             pos = self.positions(rotary[0], h, w, x.device)
             if self.training and self.config.position_jitter > 0:
-                pos = _jitter(pos, h, w, self.config.position_jitter)
+                # prefix tokens (ComRoPE's CLS at the centre) placed from the unjittered grid
+                prefix = rotary[0].full_positions(pos)[: self.num_prefix_tokens]
+                pos = torch.cat((prefix, _jitter(pos, h, w, self.config.position_jitter)))
         for blk in self.blocks:
             x = blk(x, pos)
         return self.norm(x)
@@ -358,7 +361,8 @@ def from_timm(timm_model: nn.Module) -> VisionTransformer:
         num_classes=m.num_classes, embed_dim=m.embed_dim, depth=len(m.blocks), num_heads=blk.attn.num_heads,
         head_dim=blk.attn.head_dim, mlp_ratio=blk.mlp.fc1.out_features / m.embed_dim,
         qkv_bias=blk.attn.qkv.bias is not None, encoding=encoding, encoding_options=options,
-        ape="ape-learned" if m.pos_embed is not None else None, class_token=True, global_pool="token",
+        ape="ape-learned" if m.pos_embed is not None else None,
+        ape_options={"resize": "antialias"} if m.pos_embed is not None else {}, class_token=True, global_pool="token",
         layer_scale=1.0 if blk.gamma_1 is not None else None,
     )
     model = VisionTransformer(config)

@@ -60,7 +60,10 @@ def test_rotate_preserves_norms(name, seed, tokens, scale):
 
 @pytest.mark.parametrize("name", ropelib.ROTARY_NAMES)
 def test_prefix_tokens_are_unrotated_by_default(name):
-    enc = make_encoding(name, num_prefix_tokens=2)
+    """Every encoding but ComRoPE's leaves CLS unrotated by default (ComRoPE: at the centre)."""
+    enc = make_encoding(name, num_prefix_tokens=2, prefix_position="none")
+    assert make_encoding(name, num_prefix_tokens=2).prefix_position == (
+        "centre" if name.startswith("comrope") else "none")
     x, pos = _inputs(enc, 0, 5, 2.0)
     y = enc.rotate(x, pos)
     torch.testing.assert_close(y[:, :, :2], x[:, :, :2], atol=0, rtol=0)
@@ -77,6 +80,8 @@ def test_prefix_at_centre_is_rotated_like_a_patch_at_the_centre(name):
     centre = (pos.amin(0) + pos.amax(0)) / 2
     expected = plain.rotate(x[:, :, :1], centre.unsqueeze(0))
     torch.testing.assert_close(enc.rotate(x, pos)[:, :, :1], expected, **TOL)
+    # the same, with the prefix positions given explicitly as pos's first row
+    torch.testing.assert_close(enc.rotate(x, enc.full_positions(pos)), enc.rotate(x, pos), atol=0, rtol=0)
 
 
 def _logits(enc, q, k, p, p_prime):

@@ -16,7 +16,7 @@ import torch
 import ropelib
 from ropelib import checkpoint as ckpt
 from ropelib.recipes import TrainConfig, available_recipes, load_recipe
-from ropelib.train import NonFiniteLoss, learning_rate, model_config, train
+from ropelib.train import NonFiniteLoss, build_model, learning_rate, model_config, train
 from test_data import write_cifar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,9 +184,50 @@ def test_every_recipe_is_valid_and_cites_its_source():
         config = load_recipe(name)
         assert config.source, f"{name} cites no source"
         model_config(config, 100)  # a buildable model
-        for encoding in ["mixed", "axial", "spherical", "liere"]:
-            if name == "circular-imagenet" or encoding != "spherical":
-                model_config(load_recipe(name, encoding=encoding), 100)
+        for encoding in ropelib.ROTARY_NAMES:
+            if encoding == "rope1d":
+                continue
+            variant = load_recipe(name, encoding=encoding)
+            head_dim = variant.effective_head_dim or model_config(variant, 10).dim_per_head
+            if encoding == "spherical" and head_dim % 3:
+                continue  # the ViT-B/ViT-S 64-channel recipes cannot hold triplets
+            model_config(variant, 100)
+        for recipe in ("colab-cifar10", "colab-cifar100", "circular-cifar100", "circular-imagenet"):
+            for encoding in ropelib.ENCODING_NAMES:  # these recipes fit every 2D encoding of the course
+                if encoding != "rope1d":
+                    model_config(load_recipe(recipe, encoding=encoding), 100)
+
+
+@pytest.mark.parametrize("recipe", ["circular-cifar100", "circular-imagenet"])
+def test_circular_recipes_put_every_variant_in_the_papers_setting(recipe):
+    """A Circular Argument: (-pi, pi) positions for every rotary encoding; Axial 100^(-2t/d) per
+    quadruple (theta 10); Spherical 100^(-2t/d) in the authors' order; Uniform one turn."""
+    def encodings(encoding, **options):
+        config = load_recipe(recipe, encoding=encoding, depth=1, **options)
+        model = build_model(config, 10)
+        return model.rotary_encodings[0], config
+
+    for name in ropelib.ROTARY_NAMES:
+        if name != "rope1d":
+            assert encodings(name)[0].convention == "circular", name
+    axial, config = encodings("axial")
+    d = config.effective_head_dim
+    paper = 100.0 ** (-2 * torch.arange(d // 4, dtype=torch.float64) / d)
+    torch.testing.assert_close(axial.frequencies[0, 0].double(), paper, rtol=1e-6, atol=0)
+    learned, _ = encodings("axial", encoding_options={"learnable": True})
+    assert learned.learnable and learned.convention == "circular"
+    torch.testing.assert_close(learned.frequencies[0, 1].detach().double(), paper, rtol=1e-6, atol=0)
+    spherical, config = encodings("spherical")
+    d = config.effective_head_dim
+    assert spherical.order == "yx"
+    torch.testing.assert_close(spherical.frequencies[0, 0].double(),
+                               100.0 ** (-2 * torch.arange(d // 3, dtype=torch.float64) / d), rtol=1e-6, atol=0)
+    assert encodings("uniform")[0].frequency == (1.0, 1.0)
+    mixed, config = encodings("mixed")
+    assert mixed.theta == 10.0
+    liere, _ = encodings("liere")
+    assert 0 <= liere.generator_entries.min() and liere.generator_entries.max() < 1
+    assert encodings("liere")[1].effective_head_dim % 8 == 0
 
 
 def test_unknown_fields_are_errors(tmp_path):

@@ -146,3 +146,82 @@ def test_the_whole_model_compiles(encoding):
     (grad,) = torch.autograd.grad(loss, model.patch_embed.proj.weight)
     torch.testing.assert_close(loss, eager, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad, eager_grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("encoding", ["comrope-ap", "comrope-ld"])
+def test_comrope_rotates_cls_at_the_image_centre_even_with_jitter(encoding):
+    """ComRoPE places CLS at (0.5, 0.5) and rotates it; jitter moves the patches, never CLS."""
+    model = vit("custom", img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2, head_dim=16,
+                encoding=encoding, num_classes=3, position_jitter=1.0)
+    enc = model.rotary_encodings[0]
+    assert enc.prefix_position == "centre"
+    grid = enc.positions(4, 4)
+    centre = torch.tensor([[0.5, 0.5]])
+    torch.testing.assert_close(enc.full_positions(grid)[:1], centre)
+    seen, rotate = [], enc.rotate
+
+    def recording(x, pos):
+        seen.append(pos.clone())
+        return rotate(x, pos)
+
+    enc.rotate = recording
+    model.train()
+    model(torch.randn(2, 3, 16, 16))
+    pos = seen[-1]
+    assert pos.shape == (17, 2)  # CLS row first, then the 16 jittered patches
+    torch.testing.assert_close(pos[:1], centre, rtol=0, atol=0)
+    assert (pos[1:] - grid).abs().max() > 1e-3  # the patches did move
+    assert ((pos[1:] - grid).abs() <= 0.5 / 4 + 1e-6).all()  # by at most half a patch
+    # and the rotation of a CLS query at the centre is not the identity
+    q = torch.randn(1, 2, 17, 16)
+    assert (rotate(q, grid)[..., 0, :] - q[..., 0, :]).abs().max() > 1e-3
+
+
+def test_other_encodings_leave_cls_unrotated():
+    for name in ("axial", "mixed", "liere", "spherical"):
+        enc = ropelib.build_encoding(name, head_dim=24, num_heads=2, num_prefix_tokens=1)
+        q = torch.randn(1, 2, 10, 24)
+        torch.testing.assert_close(enc.rotate(q, enc.positions(3, 3))[..., 0, :], q[..., 0, :])
+
+
+def _sharpened_timm(timm, name):
+    """A timm RoPE ViT whose logits see positions: LayerScale 1 (timm's 1e-5 makes every block
+    nearly an identity) and queries/keys scaled up so attention is peaked, not uniform."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, img_size=64, num_classes=7, dynamic_img_size=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        if model.pos_embed is not None:
+            model.pos_embed.normal_(0, 1.0)
+        for blk in model.blocks:
+            blk.gamma_1.fill_(1.0)
+            blk.gamma_2.fill_(1.0)
+            inner = blk.attn.qkv.weight.shape[0] // 3
+            blk.attn.qkv.weight[: 2 * inner] *= 8.0
+    return model
+
+
+@pytest.mark.parametrize("name", TIMM[:4])
+def test_from_timm_gives_timms_logits_at_every_resolution(name):
+    timm = pytest.importorskip("timm")
+    reference = _sharpened_timm(timm, name)
+    model = from_timm(reference)
+    torch.manual_seed(1)
+    for size in [(32, 32), (48, 48), (64, 64), (80, 96), (128, 112)]:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            expected = reference(x)
+            assert expected.std() > 0.1  # the logits are not washed out
+            torch.testing.assert_close(model(x), expected, atol=2e-4, rtol=1e-4, msg=f"{name} at {size}")
+
+
+def test_the_resolution_test_sees_how_the_ape_is_resized():
+    """With rope-vit's non-antialiased resize instead of timm's, the logits differ: the test above can fail."""
+    timm = pytest.importorskip("timm")
+    reference = _sharpened_timm(timm, "vit_small_patch16_rope_ape_224")
+    model = from_timm(reference)
+    model.ape.resize = "bicubic"
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert (model(x) - reference(x)).abs().max() > 1e-2

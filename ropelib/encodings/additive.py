@@ -10,9 +10,10 @@ The CLS token gets no embedding (DeiT-III and rope-vit add the table to the patc
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..positions import axis_positions, position_step
+from ..positions import RESOLUTION_BEHAVIOUR, axis_positions, position_step
 from .base import PositionEncoding
 
 # The cubic convolution kernel of PyTorch's (and OpenCV's) bicubic interpolation.
@@ -66,6 +67,10 @@ class AdditiveEncoding(PositionEncoding):
         """``enc(pos)`` is ``enc.embed(pos)``."""
         return self.embed(pos)
 
+    def embed_grid(self, h: int, w: int, device=None) -> torch.Tensor:
+        """``(h * w, dim)``: the embeddings of an ``h x w`` patch grid (what a ViT adds)."""
+        return self.embed(self.positions(h, w, device=device))
+
 
 class LearnedAPE(AdditiveEncoding):
     """Learned absolute position embedding: one trainable vector per patch of ``train_grid``.
@@ -75,6 +80,15 @@ class LearnedAPE(AdditiveEncoding):
     the same table more densely (*interpolation*, as rope-vit and timm resize APE). With an
     extrapolating convention, positions past the training grid see the border vectors.
 
+    ``resize`` decides how a whole grid of another size is read (:meth:`embed_grid`, which the ViT
+    uses) when the convention interpolates:
+
+    * ``"bicubic"`` (default): ``F.interpolate(mode="bicubic", align_corners=False)``, as rope-vit,
+      DeiT and LieRE resize APE (the cubic kernel with a = -0.75); equal to :meth:`embed` there.
+    * ``"antialias"``: the same with ``antialias=True``, as timm's ``resample_abs_pos_embed``
+      (PIL's cubic kernel, a = -0.5, widened when shrinking). :func:`ropelib.vit.from_timm` sets it,
+      so that converted models give timm's logits at every resolution.
+
     Parameters: ``table`` ``(h0 * w0, dim)``, row-major, ``trunc_normal_(std=init_std)`` with DeiT's and
     timm's 0.02 by default (cut at +-2, so in effect N(0, 0.02^2)).
     """
@@ -82,11 +96,16 @@ class LearnedAPE(AdditiveEncoding):
     name = "ape-learned"
     default_convention = "centre"
 
+    RESIZES = ("bicubic", "antialias")
+
     def __init__(self, head_dim: int, num_heads: int = 1, *, train_grid: tuple[int, int] = (14, 14),
-                 init_std: float = 0.02, **options):
+                 init_std: float = 0.02, resize: str = "bicubic", **options):
         super().__init__(head_dim, num_heads, train_grid=train_grid, **options)
         if not init_std >= 0:
             raise ValueError(f"{self.name}: init_std must be >= 0, got {init_std!r}")
+        if resize not in self.RESIZES:
+            raise ValueError(f"{self.name}: resize must be one of {self.RESIZES}, got {resize!r}")
+        self.resize = resize
         h0, w0 = self.train_grid
         self.table = nn.Parameter(torch.empty(h0 * w0, self.dim))
         nn.init.trunc_normal_(self.table, std=float(init_std))
@@ -112,6 +131,17 @@ class LearnedAPE(AdditiveEncoding):
         h0, w0 = self.train_grid
         coords = self.table_coordinates(pos.to(self.table.device))
         return bicubic_sample(self.table.view(h0, w0, self.dim), coords)
+
+    def embed_grid(self, h: int, w: int, device=None) -> torch.Tensor:
+        h0, w0 = self.train_grid
+        if (h, w) == (h0, w0):
+            return self.table
+        if self.resize == "bicubic" or RESOLUTION_BEHAVIOUR[self.convention] != "interpolation":
+            return super().embed_grid(h, w, device)
+        # timm's resample_abs_pos_embed; F.interpolate because our sampler has no antialiased kernel
+        grid = self.table.view(1, h0, w0, self.dim).permute(0, 3, 1, 2).float()
+        resized = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+        return resized.permute(0, 2, 3, 1).reshape(h * w, self.dim).to(self.table.dtype)
 
 
 class SinCosAPE(AdditiveEncoding):

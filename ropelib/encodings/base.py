@@ -184,10 +184,12 @@ class RotaryEncoding(PositionEncoding):
 
     Args (in addition to :class:`PositionEncoding`'s):
         num_prefix_tokens: tokens before the patches (CLS, registers) that ``rotate`` expects in
-            ``x`` but which have no row in ``pos``.
-        prefix_position: ``"none"`` (default): prefix tokens are not rotated, as in rope-vit,
-            timm, LieRE and the Circular Argument. ``"centre"``: they sit at the centre of the
-            patch grid and are rotated like a patch there, as in ComRoPE.
+            ``x``; ``pos`` may leave them out (they are then placed by ``prefix_position``) or
+            include them as its first rows.
+        prefix_position: ``"none"``: prefix tokens are not rotated, as in rope-vit, timm, LieRE
+            and the Circular Argument (the default of every encoding but ComRoPE's). ``"centre"``:
+            they sit at the centre of the patch grid and are rotated like a patch there, as in
+            ComRoPE (``CustomVITConfig.get_positions``: CLS at (0.5, 0.5)), its default.
 
     Subclasses provide ``generators()`` (the definition) and ``_rotation_table``/``_rotate_with``
     (the fast path).
@@ -195,12 +197,14 @@ class RotaryEncoding(PositionEncoding):
 
     kind = "rotary"
     learnable: bool = False  # True when the rotation has trainable parameters
+    default_prefix_position: ClassVar[str] = "none"
 
     def __init__(self, head_dim: int, num_heads: int = 1, *, num_prefix_tokens: int = 0,
-                 prefix_position: str = "none", **base):
+                 prefix_position: str | None = None, **base):
         super().__init__(head_dim, num_heads, **base)
         if not _is_int(num_prefix_tokens) or num_prefix_tokens < 0:
             raise ValueError(f"{self.name}: num_prefix_tokens must be an integer >= 0, got {num_prefix_tokens!r}")
+        prefix_position = prefix_position or self.default_prefix_position
         if prefix_position not in PREFIX_POSITIONS:
             raise ValueError(
                 f"{self.name}: prefix_position must be one of {PREFIX_POSITIONS}, got {prefix_position!r}"
@@ -230,16 +234,18 @@ class RotaryEncoding(PositionEncoding):
         Args:
             x: ``(B, H, N, head_dim)`` queries or keys; any extra leading dimensions are batch
                 dimensions, so queries and keys stacked as ``(2, B, H, N, d)`` share one table.
-            pos: ``(N - num_prefix_tokens, axes)`` positions of the patch tokens.
+            pos: ``(N - num_prefix_tokens, axes)`` positions of the patch tokens, or ``(N, axes)``
+                positions of every token, prefix tokens first (see :meth:`full_positions`).
 
         Returns:
             A tensor shaped like ``x``, in ``x``'s dtype: token ``n`` is ``R(pos[n]) @ x[..., n, :]``.
         """
         pos = self._check_rotate_inputs(x, pos)
+        complete = self.num_prefix_tokens > 0 and pos.shape[0] == x.shape[-2]
         if self.learnable:
-            table = self._compute_table(pos)
+            table = self._compute_table(pos, complete)
         else:
-            table = self._tables.get(self, pos, lambda: self._compute_table(pos))
+            table = self._tables.get(self, pos, lambda: self._compute_table(pos, complete))
         return self._rotate_with(x, table)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -247,14 +253,15 @@ class RotaryEncoding(PositionEncoding):
         return self.rotate(x, pos)
 
     def matrix(self, pos: torch.Tensor) -> torch.Tensor:
-        """The rotation matrices themselves, shape ``(H, num_prefix_tokens + N, d, d)``.
+        """The rotation matrices themselves, shape ``(H, num_prefix_tokens + N, d, d)`` for the
+        positions ``(N, axes)`` of the patches.
 
         Evaluated from the definition, ``exp(sum_i p_i A_i)`` of the dense generators, in
         float64, and returned in ``pos``'s dtype. Meant for teaching and tests: it costs
         ``O(N d^3)``, where ``rotate`` costs ``O(N d)`` (planar) or ``O(N d b)`` (blocks).
         """
         pos = self._check_positions(pos)
-        full = self._full_positions(pos).to(torch.float64)
+        full = self.full_positions(pos).to(torch.float64)
         generators = self.generators().to(torch.float64)
         return self._exp_generators(full, generators).to(pos.dtype)
 
@@ -265,9 +272,12 @@ class RotaryEncoding(PositionEncoding):
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _full_positions(self, pos: torch.Tensor) -> torch.Tensor:
-        """Prepend the prefix tokens' positions: the origin (``R(0) = I``: not rotated) or the
-        grid centre."""
+    def full_positions(self, pos: torch.Tensor) -> torch.Tensor:
+        """``(num_prefix_tokens + N, axes)``: the patches' positions ``(N, axes)`` with the prefix
+        tokens' in front: the origin (``R(0) = I``: not rotated) or the grid centre.
+
+        A caller that perturbs the patches (ComRoPE's training-time jitter) builds this from the
+        unperturbed grid first, so that the CLS token stays exactly at the centre."""
         if self.num_prefix_tokens == 0:
             return pos
         if self.prefix_position == "centre":
@@ -276,11 +286,12 @@ class RotaryEncoding(PositionEncoding):
             prefix = pos.new_zeros(self.num_prefix_tokens, pos.shape[1])
         return torch.cat((prefix, pos), dim=0)
 
-    def _compute_table(self, pos: torch.Tensor):
+    def _compute_table(self, pos: torch.Tensor, complete: bool = False):
         dtype = torch.promote_types(pos.dtype, self._param_dtype())
+        full = pos if complete else self.full_positions(pos)
         # Angles reach tens of radians; bf16 would put errors of ~0.1 rad on them.
         with torch.autocast(device_type=pos.device.type, enabled=False):
-            return self._rotation_table(self._full_positions(pos).to(dtype))
+            return self._rotation_table(full.to(dtype))
 
     def _check_rotate_inputs(self, x, pos) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -303,7 +314,7 @@ class RotaryEncoding(PositionEncoding):
                 f"num_heads={self.num_heads}; x must be (B, H, N, head_dim)"
             )
         pos = self._check_positions(pos)
-        if x.shape[-2] != pos.shape[0] + self.num_prefix_tokens:
+        if x.shape[-2] not in (pos.shape[0] + self.num_prefix_tokens, pos.shape[0]):
             raise ValueError(
                 f"{self.name}: x has {x.shape[-2]} tokens but pos has {pos.shape[0]} rows and "
                 f"num_prefix_tokens={self.num_prefix_tokens}; x must have num_prefix_tokens + len(pos) "

@@ -97,13 +97,14 @@ class ComRoPEAP(BlockRotary):
     official ``ComRoPEAPAttention``); the generators of different axes act on disjoint blocks and
     therefore commute. Block ``j`` of head ``h`` is ``P_hj - P_hj^T`` with ``P ~ N(0, init_std^2)``;
     ``init_std=0`` starts at the identity rotation (ComRoPE's choice for fine-tuning). Positions
-    default to patch centres in (0, 1).
+    default to patch centres in (0, 1); prefix tokens (CLS) default to the image centre, rotated.
 
     Parameters: ``angle_matrices`` ``(H, m, b, b)``.
     """
 
     name = "comrope-ap"
     default_convention = "centre"
+    default_prefix_position = "centre"  # ComRoPE rotates CLS as a patch at the image centre
 
     def __init__(self, head_dim: int, num_heads: int = 1, *, block_size: int = 8, axes: int = 2,
                  init_std: float = 1.0, **options):
@@ -134,6 +135,7 @@ class ComRoPELD(BlockRotary):
 
     name = "comrope-ld"
     default_convention = "centre"
+    default_prefix_position = "centre"  # ComRoPE rotates CLS as a patch at the image centre
 
     def __init__(self, head_dim: int, num_heads: int = 1, *, block_size: int = 8, axes: int = 2,
                  init_std: float = 1.0, **options):

@@ -166,7 +166,7 @@ class UniformRoPE(PlanarRotary):
       (positions spanning ``2 pi`` per image) that is ``omega = 1`` whatever the grid; other
       conventions need ``train_grid``.
     * ``"care"``: ``omega = 1/pi``, the value in the authors' public code (ChasevdG/CARE,
-      ``Axial_RoPE(uniform_freq=True)``): half a turn across a (-pi, pi) image.
+      ``Axial_RoPE(uniform_freq=True)``): 2 radians, a third of a turn, across a (-pi, pi) image.
     * a positive number: that frequency, in radians per unit of position.
 
     Buffer: ``frequencies`` ``(1, 2, d/4)``, laid out as axial's.

@@ -47,6 +47,9 @@ class TrainConfig:
     head_dim_overrides: dict = field(default_factory=dict)  # per encoding, e.g. {spherical: 63}
     encoding: str = "mixed"
     encoding_options: dict = field(default_factory=dict)
+    # per encoding, e.g. {axial: {theta: 10.0, convention: circular}}: how a recipe puts every
+    # variant in one paper's setting; encoding_options (the command line's) win over these
+    encoding_overrides: dict = field(default_factory=dict)
     ape: str | None = None  # an APE next to a rotary encoding
     layer_scale: float | None = None
     drop_path: float = 0.0
@@ -102,6 +105,10 @@ class TrainConfig:
     @property
     def effective_head_dim(self) -> int | None:
         return self.head_dim_overrides.get(self.encoding, self.head_dim)
+
+    @property
+    def effective_encoding_options(self) -> dict:
+        return {**self.encoding_overrides.get(self.encoding, {}), **self.encoding_options}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
