@@ -11,6 +11,10 @@ The module is also a Sphinx extension of the book (``sphinx.extra_extensions`` i
 author-year labels for the bibliography, and the execution mode of the build as the
 substitution ``{{ execution_mode }}`` (see :func:`setup`).
 
+Every command works on the book around the current folder (the nearest folder, going up, that
+holds ``_config.yml`` and ``_toc.yml``), or on ``--root PATH``: never on where ropelib itself is
+installed, which need not be a checkout of the course.
+
 The repository URL lives in one place, ``repository.url`` in ``_config.yml``: the book's launch
 buttons read it, and ``sync`` writes it into each notebook's Colab badge and install cell (a
 notebook opened on Colab cannot read the book's configuration).
@@ -27,7 +31,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+BOOK_FILES = ("_config.yml", "_toc.yml")
 BADGE_TAG = "colab-badge"
 SETUP_TAG = "colab-setup"
 
@@ -51,6 +55,30 @@ print(f"torch {{torch.__version__}}, device: {{device}}")'''
 SETUP_TAGS = [SETUP_TAG, "hide-input", "remove-output"]
 
 
+class BookNotFound(LookupError):
+    """No course book where one was looked for; the message says what to do."""
+
+
+def is_book(folder: Path) -> bool:
+    return all((Path(folder) / name).is_file() for name in BOOK_FILES)
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The course book's folder: the nearest folder, from ``start`` (default: the current folder)
+    up, that holds ``_config.yml`` and ``_toc.yml``."""
+    start = (Path.cwd() if start is None else Path(start).expanduser()).resolve()
+    for folder in [start, *start.parents]:
+        if is_book(folder):
+            return folder
+    raise BookNotFound(f"no course book (a folder with {' and '.join(BOOK_FILES)}) in {start} or above it: "
+                       "run this from the course repository or pass --root PATH")
+
+
+def _root(root: Path | None) -> Path:
+    """``root`` as given, or the book around the current folder."""
+    return find_root() if root is None else Path(root)
+
+
 def _yaml(path: Path) -> dict:
     try:
         import yaml
@@ -59,16 +87,18 @@ def _yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def repository(root: Path = ROOT) -> tuple[str, str]:
+def repository(root: Path | None = None) -> tuple[str, str]:
     """``(url, branch)`` from ``_config.yml``."""
+    root = _root(root)
     repo = _yaml(root / "_config.yml").get("repository", {})
     if "url" not in repo:
         raise SystemExit(f"{root / '_config.yml'} has no repository.url; set it to the course repository")
     return repo["url"].rstrip("/"), repo.get("branch", "main")
 
 
-def toc_files(root: Path = ROOT) -> list[str]:
+def toc_files(root: Path | None = None) -> list[str]:
     """Every ``file:`` of ``_toc.yml`` (and the root), in reading order, without extension."""
+    root = _root(root)
     toc = _yaml(root / "_toc.yml")
     found = [toc["root"]]
 
@@ -86,7 +116,8 @@ def toc_files(root: Path = ROOT) -> list[str]:
     return found
 
 
-def notebooks(root: Path = ROOT) -> list[Path]:
+def notebooks(root: Path | None = None) -> list[Path]:
+    root = _root(root)
     return sorted((root / "notebooks").glob("*.ipynb"))
 
 
@@ -95,8 +126,9 @@ def _uses_training_extras(nb: dict) -> bool:
                or "ropelib.vit" in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
 
 
-def expected_cells(path: Path, root: Path = ROOT) -> list[dict]:
+def expected_cells(path: Path, root: Path | None = None) -> list[dict]:
     """The badge cell and the setup cell that ``path`` should start with."""
+    root = _root(root)
     url, branch = repository(root)
     github = url.replace("https://github.com/", "")
     colab = f"https://colab.research.google.com/github/{github}/blob/{branch}/notebooks/{path.name}"
@@ -118,9 +150,10 @@ def _has_tag(cell: dict, tag: str) -> bool:
     return tag in cell.get("metadata", {}).get("tags", [])
 
 
-def sync(root: Path = ROOT) -> list[Path]:
+def sync(root: Path | None = None) -> list[Path]:
     """Put the badge first and the setup cell right after the title cell (so it is the first
     code cell) in every notebook; returns the notebooks that changed."""
+    root = _root(root)
     changed = []
     for path in notebooks(root):
         nb = json.loads(path.read_text())
@@ -140,8 +173,9 @@ def sync(root: Path = ROOT) -> list[Path]:
     return changed
 
 
-def check(root: Path = ROOT) -> list[str]:
+def check(root: Path | None = None) -> list[str]:
     """Problems with the notebooks' Colab cells (empty when all is in order)."""
+    root = _root(root)
     problems = []
     for path in notebooks(root):
         nb = json.loads(path.read_text())
@@ -159,12 +193,13 @@ def check(root: Path = ROOT) -> list[str]:
     return problems
 
 
-def student_copies(out: Path, root: Path = ROOT) -> list[Path]:
+def student_copies(out: Path, root: Path | None = None) -> list[Path]:
     """Copies of the notebooks with every exercise solution removed (outputs cleared).
 
     A solution is what lies between a ``{solution-start}`` cell and its ``{solution-end}`` cell,
     or a single ``{solution}`` cell (sphinx-exercise's two syntaxes).
     """
+    root = _root(root)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in notebooks(root):
@@ -191,12 +226,13 @@ def student_copies(out: Path, root: Path = ROOT) -> list[Path]:
     return written
 
 
-def student_site(root: Path = ROOT) -> Path:
+def student_site(root: Path | None = None) -> Path:
     """Where ``build(student=True)`` puts the student website."""
+    root = _root(root)
     return root / "_build" / "student" / "_build" / "html"
 
 
-def student_source(out: Path, root: Path = ROOT) -> Path:
+def student_source(out: Path, root: Path | None = None) -> Path:
     """A copy of the book's sources in ``out`` whose notebooks have no solutions.
 
     sphinx-exercise's ``hide_solutions`` handles the one-cell ``{solution}`` directive only; on
@@ -205,6 +241,7 @@ def student_source(out: Path, root: Path = ROOT) -> Path:
     Copied: ``_config.yml``, ``_toc.yml`` and every top-level folder or file that the table of
     contents or ``bibtex_bibfiles`` names.
     """
+    root = _root(root)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -227,7 +264,7 @@ def student_source(out: Path, root: Path = ROOT) -> Path:
     return out
 
 
-def build(root: Path = ROOT, offline: bool = False, student: bool = False, mathjax_dir: Path | None = None,
+def build(root: Path | None = None, offline: bool = False, student: bool = False, mathjax_dir: Path | None = None,
           extra: list[str] | None = None) -> int:
     """Build the site with variations of ``_config.yml``, written to ``_build/_config_variant.yml``.
 
@@ -240,6 +277,7 @@ def build(root: Path = ROOT, offline: bool = False, student: bool = False, mathj
     """
     import yaml
 
+    root = _root(root)
     config = _yaml(root / "_config.yml")
     sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
     if offline:
@@ -433,42 +471,63 @@ def setup(app):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ropelib.course", description=__doc__.split("\n\n")[0])
+    # --root is accepted before the command and after it (python -m ropelib.course check --root PATH)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, default=argparse.SUPPRESS,
+                        help="the course book (the folder with _config.yml and _toc.yml); default: the one "
+                             "around the current folder")
+    parser = argparse.ArgumentParser(prog="python -m ropelib.course", description=__doc__.split("\n\n")[0],
+                                     parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("sync", help="write every notebook's badge and setup cell from _config.yml")
-    sub.add_parser("check", help="report notebooks whose Colab cells are out of date")
-    student = sub.add_parser("student", help="copies of the notebooks without exercise solutions")
+    sub.add_parser("sync", parents=[common], help="write every notebook's badge and setup cell from _config.yml")
+    sub.add_parser("check", parents=[common], help="report notebooks whose Colab cells are out of date")
+    student = sub.add_parser("student", parents=[common], help="copies of the notebooks without exercise solutions")
     student.add_argument("out", type=Path)
-    builder = sub.add_parser("build", help="build the site: --offline (local MathJax), --student (no solutions); "
-                                           "other arguments go to jupyter-book build")
+    builder = sub.add_parser("build", parents=[common],
+                             help="build the site: --offline (local MathJax), --student (no solutions); "
+                                  "other arguments go to jupyter-book build")
     builder.add_argument("--offline", action="store_true", help="serve MathJax from the site itself")
     builder.add_argument("--student", action="store_true", help="leave the exercise solutions out")
     builder.add_argument("--mathjax", type=Path, default=None, help="folder holding MathJax 3's tex-mml-chtml.js")
-    sub.add_parser("figures", help="redraw the book's own figures (book/chapter-dependencies.svg)")
-    timer = sub.add_parser("time", help="execute every notebook from scratch and time it")
+    sub.add_parser("figures", parents=[common], help="redraw the book's own figures (book/chapter-dependencies.svg)")
+    timer = sub.add_parser("time", parents=[common], help="execute every notebook from scratch and time it")
     timer.add_argument("--smoke", action="store_true", help="with ROPELIB_SMOKE=1")
     timer.add_argument("--json", type=Path, default=None, help="write the timings and their provenance here")
-    timer.add_argument("notebooks", nargs="*", type=Path, help="default: all of notebooks/")
+    timer.add_argument("notebooks", nargs="*", type=Path, help="default: all of the book's notebooks/")
     args, extra = parser.parse_known_args(argv)
+    if args.command == "time" and args.notebooks:  # notebooks named: no book needed
+        time_notebooks(args.notebooks, args.smoke, args.json)
+        return 0
+    try:
+        if not hasattr(args, "root"):
+            root = find_root()
+        elif is_book(args.root.expanduser()):
+            root = args.root.expanduser().resolve()
+        else:
+            raise BookNotFound(f"--root {args.root} is not a course book (it has no {' and '.join(BOOK_FILES)}): "
+                               "pass the folder of the course repository")
+    except BookNotFound as error:
+        print(f"python -m ropelib.course: error: {error}", file=sys.stderr)
+        return 2
     if args.command == "time":
-        time_notebooks(args.notebooks or notebooks(), args.smoke, args.json)
+        time_notebooks(notebooks(root), args.smoke, args.json)
         return 0
     if args.command == "figures":
-        print("wrote", dependency_graph(ROOT / "book" / "chapter-dependencies.svg").relative_to(ROOT))
+        print("wrote", dependency_graph(root / "book" / "chapter-dependencies.svg").relative_to(root))
         return 0
     if args.command == "sync":
-        for path in sync():
-            print("updated", path.relative_to(ROOT))
+        for path in sync(root):
+            print("updated", path.relative_to(root))
         return 0
     if args.command == "check":
-        problems = check()
+        problems = check(root)
         print("\n".join(problems) or "all notebooks are in sync with _config.yml")
         return 1 if problems else 0
     if args.command == "student":
-        for path in student_copies(args.out):
+        for path in student_copies(args.out, root):
             print("wrote", path)
         return 0
-    return build(offline=args.offline, student=args.student, mathjax_dir=args.mathjax, extra=extra)
+    return build(root, offline=args.offline, student=args.student, mathjax_dir=args.mathjax, extra=extra)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,14 @@ seeded by ``(seed, epoch, batch)``, so a resumed run sees exactly the batches it
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import math
-import pickle
+import shutil
 import tarfile
+import tempfile
+import urllib.error
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +27,6 @@ import torch
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-_CIFAR = {
-    "cifar10": {"folder": "cifar-10-batches-py", "archive": "cifar-10-python.tar.gz", "classes": 10,
-                "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "labels": b"labels"},
-    "cifar100": {"folder": "cifar-100-python", "archive": "cifar-100-python.tar.gz", "classes": 100,
-                 "train": ["train"], "test": ["test"], "labels": b"fine_labels"},
-}
 
 
 class DataError(RuntimeError):
@@ -55,74 +53,116 @@ class ImageData:
 # -- CIFAR ----------------------------------------------------------------------------------------
 
 def load_cifar(name: str, root: str | Path, train: bool, download: bool = False) -> ImageData:
-    """CIFAR-10 or CIFAR-100 in the official "python version" format.
+    """CIFAR-10 or CIFAR-100 in the official "python version" format, read by torchvision's
+    ``CIFAR10``/``CIFAR100`` (which check every file against the official MD5 before unpickling it).
 
     Looks in ``root`` for the extracted folder (``cifar-100-python/``), then for the official
-    archive (``cifar-100-python.tar.gz``), and with ``download=True`` fetches it with torchvision
-    (which checks its MD5) from the authors' site.
+    archive (``cifar-100-python.tar.gz``), which it extracts there, and with ``download=True``
+    fetches that archive from the authors' site first (torchvision's ``download_url``, MD5-checked).
     """
-    if name not in _CIFAR:
-        raise ValueError(f"unknown CIFAR data set {name!r}; choose cifar10 or cifar100")
-    spec, root = _CIFAR[name], Path(root).expanduser()
-    folder, archive = root / spec["folder"], root / spec["archive"]
+    cifar = _cifar_class(name)
+    root = Path(root).expanduser()
+    folder, archive = root / cifar.base_folder, root / cifar.filename
     if not folder.is_dir():
-        if archive.is_file():
-            _extract(archive, root, name)
-        elif download:
-            _download_cifar(name, root)
-        else:
-            raise DataError(
-                f"{name}: no data in {root} (looked for {folder.name}/ and {archive.name}). Download it with "
-                f"download=True (command line: --download), which fetches the official archive from "
-                f"https://www.cs.toronto.edu/~kriz/cifar.html, or put that archive in {root}"
-            )
-    images, labels = [], []
-    for part in spec["train" if train else "test"]:
-        batch = _read_pickle(folder / part, name)
-        try:
-            data = torch.as_tensor(batch[b"data"], dtype=torch.uint8)
-            labels.append(torch.as_tensor(batch[spec["labels"]], dtype=torch.int64))
-        except (KeyError, TypeError, ValueError) as error:
-            raise DataError(f"{name}: {folder / part} is not a CIFAR batch ({error!r}); delete {folder} and "
-                            "download again") from error
-        if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels[-1]):
-            raise DataError(f"{name}: {folder / part} has data of shape {tuple(data.shape)}; expected (N, 3072) "
-                            f"with one label per row. Delete {folder} and download again")
-        images.append(data.view(-1, 3, 32, 32))
-    labels = torch.cat(labels)
-    if labels.min() < 0 or labels.max() >= spec["classes"]:
-        raise DataError(f"{name}: labels outside 0..{spec['classes'] - 1} in {folder}; delete it and download again")
-    return ImageData(torch.cat(images), labels, spec["classes"], name, str(folder))
-
-
-def _read_pickle(path: Path, name: str) -> dict:
-    if not path.is_file():
-        raise DataError(f"{name}: {path} is missing, so {path.parent} is incomplete; delete it and extract or "
-                        "download the archive again")
+        if not archive.is_file():
+            if not download:
+                raise DataError(
+                    f"{name}: no data in {root} (looked for {folder.name}/ and {archive.name}). Download it with "
+                    f"download=True (command line: --download), which fetches the official archive from "
+                    f"https://www.cs.toronto.edu/~kriz/cifar.html, or put that archive in {root}"
+                )
+            _download(cifar, root, name)
+        _extract(cifar, archive, root, name)
     try:
-        with path.open("rb") as f:
-            # The official format is a pickle (as torchvision reads it); only open archives you trust.
-            return pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise DataError(f"{name}: {path} is corrupt ({error}); delete {path.parent} and download again") from error
+        dataset = cifar(str(root), train=train)
+    except RuntimeError:  # torchvision's "Dataset not found or corrupted": say which file
+        file, problem = _damage(cifar, folder) or ("", "unreadable")
+        raise DataError(f"{name}: {folder / file} is {problem}; delete {folder} and extract or download the "
+                        "archive again") from None
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # torchvision holds (N, H, W, C)
+    return ImageData(images, torch.tensor(dataset.targets, dtype=torch.int64), len(dataset.classes), name,
+                     str(folder))
 
 
-def _extract(archive: Path, root: Path, name: str) -> None:
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(root, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise DataError(f"{name}: the archive {archive} is corrupt or incomplete ({error}); delete it and "
-                        "download it again") from error
-
-
-def _download_cifar(name: str, root: Path) -> None:
+def _cifar_class(name: str):
+    if name not in ("cifar10", "cifar100"):
+        raise ValueError(f"unknown CIFAR data set {name!r}; choose cifar10 or cifar100")
     try:
         from torchvision import datasets
-    except ImportError as error:  # pragma: no cover
-        raise DataError("downloading CIFAR needs torchvision: pip install 'ropelib[train]'") from error
-    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-    cls(str(root), train=True, download=True)
+    except ImportError:  # pragma: no cover
+        raise DataError("reading CIFAR needs torchvision: pip install 'ropelib[train]'") from None
+    return datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+
+
+def _damage(cifar, folder: Path) -> tuple[str, str] | None:
+    """The first file of ``folder`` that is missing or not the official one, and what is wrong with it."""
+    from torchvision.datasets.utils import check_md5
+
+    for file, md5 in [*cifar.train_list, *cifar.test_list, (cifar.meta["filename"], cifar.meta["md5"])]:
+        if not (folder / file).is_file():
+            return file, "missing"
+        if not check_md5(folder / file, md5):
+            return file, "corrupt (its MD5 is not the official file's)"
+    return None
+
+
+def _staging(root: Path, name: str) -> Path:
+    """A new temporary folder next to the data, so that moving out of it is a rename."""
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=root))
+
+
+def _extract(cifar, archive: Path, root: Path, name: str) -> None:
+    """Extract ``archive`` into a temporary folder and move the data folder into ``root`` only once
+    every file is the official one: a truncated or corrupt archive leaves nothing behind."""
+    staging = _staging(root, cifar.base_folder)
+    try:
+        try:
+            # tarfile rather than torchvision's extract_archive, which has no "data" filter (it
+            # would follow absolute paths and links out of the folder)
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(staging, filter="data")
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise DataError(f"{name}: the archive {archive} is corrupt or incomplete ({error}); delete it and "
+                            "download it again") from None
+        except OSError as error:
+            raise DataError(f"{name}: extracting {archive} into {root} failed ({error})") from None
+        damage = _damage(cifar, staging / cifar.base_folder)
+        if damage:
+            raise DataError(f"{name}: the archive {archive} is corrupt or incomplete ({damage[0]} is "
+                            f"{damage[1]}); delete it and download it again")
+        try:
+            (staging / cifar.base_folder).rename(root / cifar.base_folder)
+        except OSError:
+            if not (root / cifar.base_folder).is_dir():  # else another process moved its copy first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _download(cifar, root: Path, name: str) -> None:
+    """Fetch the official archive into ``root`` (via a temporary folder: no partial file is left)."""
+    from torchvision.datasets.utils import download_url
+
+    staging = _staging(root, cifar.filename)
+    try:
+        try:
+            download_url(cifar.url, str(staging), cifar.filename, cifar.tgz_md5)
+        except (OSError, http.client.HTTPException, RuntimeError) as error:  # URLError is an OSError
+            if isinstance(error, RuntimeError):  # torchvision's "File not found or corrupted."
+                reason = "the file's MD5 is not the official archive's"
+            elif isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError):
+                reason = error.reason
+            else:
+                reason = error
+            raise DataError(
+                f"{name}: downloading {cifar.url} failed ({reason}). Check the network connection, or download "
+                f"that file by hand and put it at {root / cifar.filename} (or point --data-dir at the folder "
+                "that holds it)"
+            ) from None
+        (staging / cifar.filename).replace(root / cifar.filename)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # -- folders of images ----------------------------------------------------------------------------

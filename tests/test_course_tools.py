@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,57 @@ def test_student_build_leaves_gated_solutions_out(tmp_path):
     assert "Add one and one" in html and "After the exercise" in html
     assert "SECRET" not in html
     assert (tmp_path / "notebooks" / "one.ipynb").read_text().count("SECRET") == 2  # sources untouched
+
+
+def _run_course(*args, cwd):
+    """``python -m ropelib.course ARGS`` in ``cwd``, with ropelib importable from this checkout."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "ropelib.course", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _tiny_book_with_repository(root: Path) -> None:
+    root.mkdir(parents=True)
+    _tiny_book(root)
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    config["repository"] = {"url": "https://github.com/someone/tiny", "branch": "main"}
+    (root / "_config.yml").write_text(yaml.safe_dump(config))
+
+
+def test_cli_finds_the_book_from_the_current_folder_or_root(tmp_path):
+    """The book around the current folder (from a subfolder too), or --root; never the checkout
+    ropelib is imported from, which is a book too."""
+    book = tmp_path / "book"
+    _tiny_book_with_repository(book)
+    synced = _run_course("sync", cwd=book / "notebooks")
+    assert synced.returncode == 0, synced.stderr
+    assert synced.stdout.split() == ["updated", str(Path("notebooks") / "one.ipynb")]
+    assert "github.com/someone/tiny" in (book / "notebooks" / "one.ipynb").read_text()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for args in (["--root", str(book), "check"], ["check", "--root", "../book"]):
+        checked = _run_course(*args, cwd=elsewhere)
+        assert checked.returncode == 0, checked.stderr
+        assert checked.stdout.strip() == "all notebooks are in sync with _config.yml"
+
+
+def test_cli_without_a_book_is_one_line_and_exit_code_2(tmp_path):
+    missing = _run_course("check", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr == (f"python -m ropelib.course: error: no course book (a folder with _config.yml and "
+                              f"_toc.yml) in {tmp_path.resolve()} or above it: run this from the course repository "
+                              "or pass --root PATH\n")
+    wrong = _run_course("sync", "--root", str(tmp_path), cwd=ROOT)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert wrong.stderr == (f"python -m ropelib.course: error: --root {tmp_path} is not a course book (it has no "
+                            "_config.yml and _toc.yml): pass the folder of the course repository\n")
+
+
+def test_library_functions_default_to_the_book_around_the_current_folder(book_copy, monkeypatch, tmp_path):
+    monkeypatch.chdir(book_copy / "notebooks")
+    assert course.find_root() == book_copy.resolve()
+    assert course.notebooks() == course.notebooks(book_copy.resolve())
+    assert course.find_root(book_copy / "notebooks") == book_copy.resolve()
+    monkeypatch.chdir(tmp_path.parent)
+    with pytest.raises(course.BookNotFound, match="run this from the course repository or pass --root PATH"):
+        course.find_root()

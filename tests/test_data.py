@@ -2,35 +2,46 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import pickle
+import shutil
 import tarfile
+from pathlib import Path
 
 import pytest
 import torch
+
+from torchvision.datasets import CIFAR10, CIFAR100
 
 from ropelib import augment
 from ropelib.data import (DataError, EpochSampler, RelativeDirectionTask, TensorBatches, generator, load_cifar,
                           load_image_folder)
 
 
-def write_cifar(root, name="cifar10", train=20, test=10, archive=False):
-    """A small data set in the official "python version" layout (and optionally its .tar.gz)."""
+def write_cifar(root, name="cifar10", train=20, test=10, archive=False, monkeypatch=None):
+    """A small data set in the official "python version" layout (and optionally its .tar.gz).
+
+    torchvision accepts only the official files (it checks their MD5s): with ``monkeypatch``, these
+    files' MD5s replace the official ones for the rest of the test.
+    """
     g = torch.Generator().manual_seed(0)
+    cifar = CIFAR10 if name == "cifar10" else CIFAR100
     classes = 10 if name == "cifar10" else 100
-    folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
-    label_key = b"labels" if name == "cifar10" else b"fine_labels"
+    label_key = "labels" if name == "cifar10" else "fine_labels"
     parts = ({f"data_batch_{i}": train // 5 for i in range(1, 6)} | {"test_batch": test}) if name == "cifar10" \
         else {"train": train, "test": test}
     files = {}
     for part, n in parts.items():
-        batch = {b"data": torch.randint(0, 256, (n, 3072), generator=g, dtype=torch.uint8).numpy(),
-                 label_key: torch.randint(0, classes, (n,), generator=g).tolist(), b"batch_label": part.encode()}
-        files[f"{folder}/{part}"] = pickle.dumps(batch)
+        # the official pickles come from Python 2, whose str keys torchvision reads as str
+        batch = {"data": torch.randint(0, 256, (n, 3072), generator=g, dtype=torch.uint8).numpy(),
+                 label_key: torch.randint(0, classes, (n,), generator=g).tolist(), "batch_label": part}
+        files[f"{cifar.base_folder}/{part}"] = pickle.dumps(batch)
+    files[f"{cifar.base_folder}/{cifar.meta['filename']}"] = pickle.dumps(
+        {cifar.meta["key"]: [f"class{c}" for c in range(classes)]})
     if archive:
-        with tarfile.open(root / f"{folder.replace('-batches-py', '-python')}.tar.gz"
-                          if name == "cifar10" else root / f"{folder}.tar.gz", "w:gz") as tar:
+        with tarfile.open(root / cifar.filename, "w:gz") as tar:
             for path, data in files.items():
                 info = tarfile.TarInfo(path)
                 info.size = len(data)
@@ -39,20 +50,32 @@ def write_cifar(root, name="cifar10", train=20, test=10, archive=False):
         for path, data in files.items():
             (root / path).parent.mkdir(parents=True, exist_ok=True)
             (root / path).write_bytes(data)
+    if monkeypatch is not None:
+        md5 = {path.split("/")[1]: hashlib.md5(data).hexdigest() for path, data in files.items()}
+        monkeypatch.setattr(cifar, "train_list", [[f, m] for f, m in md5.items() if f.startswith(("data_", "train"))])
+        monkeypatch.setattr(cifar, "test_list", [[f, m] for f, m in md5.items() if f.startswith("test")])
+        monkeypatch.setattr(cifar, "meta", {**cifar.meta, "md5": md5[cifar.meta["filename"]]})
+        if archive:
+            monkeypatch.setattr(cifar, "tgz_md5", hashlib.md5((root / cifar.filename).read_bytes()).hexdigest())
     return files
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 @pytest.mark.parametrize("archive", [False, True])
-def test_cifar_official_format(tmp_path, name, archive):
-    files = write_cifar(tmp_path, name, archive=archive)
+def test_cifar_official_format(tmp_path, monkeypatch, name, archive):
+    files = write_cifar(tmp_path, name, archive=archive, monkeypatch=monkeypatch)
     train = load_cifar(name, tmp_path, train=True)
     test = load_cifar(name, tmp_path, train=False)
     assert train.images.shape == (20, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert train.images.is_contiguous() and train.labels.dtype == torch.int64
     assert test.images.shape == (10, 3, 32, 32) and len(test.labels) == 10
     assert train.num_classes == (10 if name == "cifar10" else 100)
     first = pickle.loads(next(iter(files.values())))
-    torch.testing.assert_close(train.images[0].reshape(-1), torch.as_tensor(first[b"data"][0]))  # channel-major rows
+    torch.testing.assert_close(train.images[0].reshape(-1), torch.as_tensor(first["data"][0]))  # channel-major rows
+    assert train.labels[:len(first["data"])].tolist() == first["labels" if name == "cifar10" else "fine_labels"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # no temporary folder left behind
+        [CIFAR10.base_folder if name == "cifar10" else CIFAR100.base_folder]
+        + ([CIFAR10.filename if name == "cifar10" else CIFAR100.filename] if archive else []))
 
 
 def test_missing_cifar_says_where_it_looked_and_how_to_get_it(tmp_path):
@@ -61,25 +84,97 @@ def test_missing_cifar_says_where_it_looked_and_how_to_get_it(tmp_path):
         load_cifar("cifar100", tmp_path, train=True)
 
 
-def test_corrupt_cifar_archive(tmp_path):
-    write_cifar(tmp_path, "cifar100", archive=True)
-    path = tmp_path / "cifar-100-python.tar.gz"
-    path.write_bytes(path.read_bytes()[:200])  # truncated download
-    with pytest.raises(DataError, match="archive .* is corrupt or incomplete .* delete it and download it again"):
+def _only_the_archive_is_left(root, archive):
+    assert [p.name for p in root.iterdir()] == [archive]  # no folder, whole or half, no temporary folder
+
+
+@pytest.mark.parametrize("keep", [200, 0.6])
+def test_truncated_cifar_archive_leaves_nothing_extracted(tmp_path, monkeypatch, keep):
+    write_cifar(tmp_path, "cifar10", train=500, archive=True, monkeypatch=monkeypatch)
+    path = tmp_path / "cifar-10-python.tar.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[:keep if isinstance(keep, int) else int(len(data) * keep)])  # truncated download
+    with pytest.raises(DataError, match=r"^cifar10: the archive .*cifar-10-python.tar.gz is corrupt or incomplete "
+                                        r"\(.+\); delete it and download it again$"):
+        load_cifar("cifar10", tmp_path, train=True)
+    _only_the_archive_is_left(tmp_path, "cifar-10-python.tar.gz")
+
+
+def test_cifar_archive_with_a_wrong_file_leaves_nothing_extracted(tmp_path, monkeypatch):
+    files = write_cifar(tmp_path, "cifar100", monkeypatch=monkeypatch)  # the checksums of these files
+    files["cifar-100-python/test"] = pickle.dumps({"data": None})
+    with tarfile.open(tmp_path / "cifar-100-python.tar.gz", "w:gz") as tar:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    shutil.rmtree(tmp_path / "cifar-100-python")
+    with pytest.raises(DataError, match=r"archive .* is corrupt or incomplete \(test is corrupt \(its MD5 is not the "
+                                        r"official file's\)\); delete it and download it again"):
         load_cifar("cifar100", tmp_path, train=True)
+    _only_the_archive_is_left(tmp_path, "cifar-100-python.tar.gz")
 
 
-def test_corrupt_or_incomplete_cifar_folder(tmp_path):
-    write_cifar(tmp_path, "cifar10")
+def test_corrupt_or_incomplete_cifar_folder(tmp_path, monkeypatch):
+    write_cifar(tmp_path, "cifar10", monkeypatch=monkeypatch)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
-    with pytest.raises(DataError, match="data_batch_3 is corrupt"):
+    with pytest.raises(DataError, match=r"data_batch_3 is corrupt \(its MD5 is not the official file's\); delete "
+                                        r".*cifar-10-batches-py and extract or download the archive again"):
         load_cifar("cifar10", tmp_path, train=True)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DataError, match="data_batch_3 is missing"):
+        load_cifar("cifar10", tmp_path, train=False)  # every file is checked, whichever split is read
+    write_cifar(tmp_path, "cifar10")  # back in order
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").unlink()
+    with pytest.raises(DataError, match="batches.meta is missing"):
         load_cifar("cifar10", tmp_path, train=True)
-    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps({b"data": [[1, 2]], b"labels": [0]}))
-    with pytest.raises(DataError, match=r"data of shape \(1, 2\); expected \(N, 3072\)"):
-        load_cifar("cifar10", tmp_path, train=True)
+
+
+def test_offline_download_is_one_clear_error(tmp_path, monkeypatch):
+    """No network: torchvision's download (and its retry over http) fails with a URLError."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    root = tmp_path / "data"
+    with pytest.raises(DataError) as error:
+        load_cifar("cifar10", root, train=True, download=True)
+    message = str(error.value)
+    assert message == (
+        "cifar10: downloading https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz failed ([Errno -3] Temporary "
+        "failure in name resolution). Check the network connection, or download that file by hand and put it at "
+        f"{root / 'cifar-10-python.tar.gz'} (or point --data-dir at the folder that holds it)")
+    assert error.value.__cause__ is None and error.value.__suppress_context__  # no URLError traceback
+    assert list(root.iterdir()) == []  # no partial download, no temporary folder
+
+
+def test_download_with_a_wrong_checksum(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    monkeypatch.setattr(tv_utils, "_urlretrieve", lambda url, path: Path(path).write_bytes(b"<html>a login page"))
+    monkeypatch.setattr(tv_utils, "_get_redirect_url", lambda url, max_hops: url)
+    with pytest.raises(DataError, match=r"failed \(the file's MD5 is not the official archive's\)\. Check"):
+        load_cifar("cifar100", tmp_path, train=True, download=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_then_load(tmp_path, monkeypatch):
+    """The downloaded archive stays in the data folder, next to the folder extracted from it."""
+    import torchvision.datasets.utils as tv_utils
+
+    source = tmp_path / "server"
+    source.mkdir()
+    write_cifar(source, "cifar100", archive=True, monkeypatch=monkeypatch)
+    monkeypatch.setattr(tv_utils, "_urlretrieve",
+                        lambda url, path: shutil.copy(source / "cifar-100-python.tar.gz", path))
+    monkeypatch.setattr(tv_utils, "_get_redirect_url", lambda url, max_hops: url)
+    root = tmp_path / "data"
+    data = load_cifar("cifar100", root, train=False, download=True)
+    assert data.images.shape == (10, 3, 32, 32) and data.source == str(root / "cifar-100-python")
+    assert sorted(p.name for p in root.iterdir()) == ["cifar-100-python", "cifar-100-python.tar.gz"]
 
 
 def test_image_folder(tmp_path):

@@ -16,41 +16,6 @@ from torch import nn
 from ..positions import RESOLUTION_BEHAVIOUR, axis_positions, position_step
 from .base import PositionEncoding
 
-# The cubic convolution kernel of PyTorch's (and OpenCV's) bicubic interpolation.
-_CUBIC_A = -0.75
-
-
-def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
-    """Weights ``(N, 4)`` of the samples at offsets -1, 0, 1, 2 for fractional offsets ``t`` in [0, 1)."""
-    a = _CUBIC_A
-
-    def near(s):  # |s| <= 1
-        return ((a + 2) * s - (a + 3)) * s * s + 1
-
-    def far(s):  # 1 < |s| < 2
-        return ((a * s - 5 * a) * s + 8 * a) * s - 4 * a
-
-    return torch.stack((far(t + 1), near(t), near(1 - t), far(2 - t)), dim=-1)
-
-
-def bicubic_sample(table: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Sample a grid of vectors ``(h0, w0, D)`` at ``coords`` ``(N, 2)`` = (column, row) in cell units.
-
-    Integer coordinates return the cells exactly; beyond the edges the border cells repeat.
-    On the cell centres of another grid size this equals ``F.interpolate(mode="bicubic",
-    align_corners=False)``, the resize rope-vit and LieRE apply to a learned APE.
-    """
-    h0, w0, _ = table.shape
-    offsets = torch.arange(-1, 3, device=coords.device)
-    start = coords.floor()
-    frac = coords - start
-    cols = (start[:, 0].long().unsqueeze(1) + offsets).clamp(0, w0 - 1)  # (N, 4)
-    rows = (start[:, 1].long().unsqueeze(1) + offsets).clamp(0, h0 - 1)
-    weights = _cubic_weights(frac[:, 1]).unsqueeze(2) * _cubic_weights(frac[:, 0]).unsqueeze(1)  # (N, 4, 4)
-    neighbours = table[rows.unsqueeze(2), cols.unsqueeze(1)]  # (N, 4, 4, D)
-    return torch.einsum("nij,nijd->nd", weights.to(table.dtype), neighbours)
-
-
 class AdditiveEncoding(PositionEncoding):
     """Base of the APEs: ``embed(pos) -> (N, dim)`` with ``dim = num_heads * head_dim``."""
 
@@ -126,11 +91,20 @@ class LearnedAPE(AdditiveEncoding):
         return torch.where((coords - nearest).abs() < 1e-4, nearest, coords)
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
-        """``(N, dim)`` embeddings for positions ``(N, 2)`` in this encoding's convention."""
+        """``(N, dim)`` embeddings for positions ``(N, 2)`` in this encoding's convention: the table
+        read by ``F.grid_sample(mode="bicubic", padding_mode="border")`` (the cubic kernel of
+        ``F.interpolate``, a = -0.75), exact on the training grid, the border repeated beyond it."""
         pos = self._check_positions(pos)
         h0, w0 = self.train_grid
-        coords = self.table_coordinates(pos.to(self.table.device))
-        return bicubic_sample(self.table.view(h0, w0, self.dim), coords)
+        coords = self.table_coordinates(pos.to(self.table.device)).double()
+        # Bicubic with the border cells repeated: grid_sample's taps past the edge are clamped to it
+        # (the same numbers as F.interpolate on grids). Cell i of n sits at (2i + 1) / n - 1 in its
+        # normalised coordinates; in float64 the round trip costs ~1e-16, so cells are read exactly.
+        grid = (2 * coords + 1) / coords.new_tensor([w0, h0]) - 1
+        table = self.table.double().T.reshape(1, self.dim, h0, w0)
+        sampled = F.grid_sample(table, grid.view(1, 1, -1, 2), mode="bicubic", padding_mode="border",
+                                align_corners=False)
+        return sampled.view(self.dim, -1).T.to(self.table.dtype)
 
     def embed_grid(self, h: int, w: int, device=None) -> torch.Tensor:
         h0, w0 = self.train_grid
@@ -138,7 +112,7 @@ class LearnedAPE(AdditiveEncoding):
             return self.table
         if self.resize == "bicubic" or RESOLUTION_BEHAVIOUR[self.convention] != "interpolation":
             return super().embed_grid(h, w, device)
-        # timm's resample_abs_pos_embed; F.interpolate because our sampler has no antialiased kernel
+        # timm's resample_abs_pos_embed: grid_sample has no antialiased kernel
         grid = self.table.view(1, h0, w0, self.dim).permute(0, 3, 1, 2).float()
         resized = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
         return resized.permute(0, 2, 3, 1).reshape(h * w, self.dim).to(self.table.dtype)
@@ -150,7 +124,7 @@ class SinCosAPE(AdditiveEncoding):
     The first ``dim/2`` channels encode x, the last ``dim/2`` encode y; each half is
     ``[sin(p omega_k), cos(p omega_k)]`` for ``omega_k = temperature^(-k / (dim/4))``,
     ``k < dim/4``. A function of the position, so any grid can be encoded (integer positions by
-    default: a larger image extrapolates). Cached per grid.
+    default: a larger image extrapolates). Computed at every call: a few sines per position.
     """
 
     name = "ape-sincos"
@@ -168,9 +142,6 @@ class SinCosAPE(AdditiveEncoding):
 
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         pos = self._check_positions(pos)
-        return self._tables.get(self, pos, lambda: self._sincos(pos))
-
-    def _sincos(self, pos: torch.Tensor) -> torch.Tensor:
         quarter = self.dim // 4
         k = torch.arange(quarter, dtype=torch.float64, device=pos.device)
         omega = self.temperature ** (-k / quarter)
