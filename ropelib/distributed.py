@@ -37,7 +37,7 @@ def setup(device: str = "auto") -> Context:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no GPU is visible; use --device cpu (or auto)")
+        raise ValueError("--device cuda was asked for but no GPU is visible; use --device cpu (or auto)")
     if device not in ("cuda", "cpu"):
         raise ValueError(f"device must be auto, cuda or cpu, got {device!r}")
     torch_device = torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")

@@ -23,7 +23,7 @@ from .data import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, EpochSamp
                    RelativeDirectionTask, TensorBatches, generator, image_folder, worker_loader,
                    load_cifar, load_image_folder)
 from .distributed import Context
-from .recipes import TrainConfig
+from .config import TrainConfig
 
 GEOMETRIC = ("crop", "flip", "randaugment")
 
@@ -56,9 +56,9 @@ def build(config: TrainConfig, ctx: Context) -> Pipeline:
         test = load_cifar(config.dataset, config.data_dir, train=False, download=False)
         return _memory_pipeline(config, ctx, train, test, CIFAR_MEAN, CIFAR_STD)
     if config.dataset == "imagefolder":
-        train = load_image_folder(config.data_dir, "train", size=config.img_size)
+        train = load_image_folder(config.data_dir, "train", size=config.model.img_size)
         test = load_image_folder(config.data_dir, "test" if (Path(config.data_dir) / "test").is_dir() else "val",
-                                 size=config.img_size)
+                                 size=config.model.img_size)
         return _memory_pipeline(config, ctx, train, test, IMAGENET_MEAN, IMAGENET_STD)
     if config.dataset == "imagenet":
         return FolderPipeline(config, ctx)
@@ -75,7 +75,7 @@ def build_test(config: TrainConfig, ctx: Context):
         return MemoryTest(test, ctx, CIFAR_MEAN, CIFAR_STD)
     if config.dataset == "imagefolder":
         split = "test" if (Path(config.data_dir) / "test").is_dir() else "val"
-        return MemoryTest(load_image_folder(config.data_dir, split, size=config.img_size), ctx, IMAGENET_MEAN,
+        return MemoryTest(load_image_folder(config.data_dir, split, size=config.model.img_size), ctx, IMAGENET_MEAN,
                           IMAGENET_STD)
     if config.dataset == "imagenet":
         return FolderTest(config, ctx)
@@ -121,7 +121,7 @@ class FolderTest:
                                 v2.CenterCrop(resolution), v2.ToDtype(torch.float32, scale=True),
                                 v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
         sampler = EpochSampler(len(self.val), 0, self.ctx.rank, self.ctx.world_size, shuffle=False)
-        loader, _ = worker_loader(self.val, transform, 250, sampler, self.config.num_workers, train=False)
+        loader, _ = worker_loader(self.val, transform, 250, sampler, self.config.workers, train=False)
         for x, y in loader:
             yield x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
 
@@ -148,10 +148,10 @@ class SyntheticPipeline(Pipeline):
             raise ValueError(f"the synthetic task's labels are directions: {', '.join(used)} would change them; "
                              "turn them off (crop: none, flip: false, randaugment: false)")
         self.config, self.ctx = config, ctx
-        self.task = RelativeDirectionTask(config.synthetic_grid, config.patch_size, config.synthetic_classes)
-        if self.task.image_size != config.img_size:
-            raise ValueError(f"synthetic task: {config.synthetic_grid} patches of {config.patch_size} pixels make "
-                             f"{self.task.image_size}-pixel images, but img_size is {config.img_size}")
+        self.task = RelativeDirectionTask(config.synthetic_grid, config.model.patch_size, config.synthetic_classes)
+        if self.task.image_size != config.model.img_size:
+            raise ValueError(f"synthetic task: {config.synthetic_grid} patches of {config.model.patch_size} pixels make "
+                             f"{self.task.image_size}-pixel images, but img_size is {config.model.img_size}")
         self.num_classes = config.synthetic_classes
         self.per_rank = config.batch_size // ctx.world_size
         self.batches_per_epoch = max(1, config.synthetic_epoch_size // config.batch_size)
@@ -162,9 +162,9 @@ class SyntheticPipeline(Pipeline):
             yield x.to(self.ctx.device), y.to(self.ctx.device)
 
     def test_batches(self, resolution):
-        if resolution % self.config.patch_size:
+        if resolution % self.config.model.patch_size:
             raise ValueError(f"synthetic test resolution {resolution} is not a multiple of the patch size")
-        task = RelativeDirectionTask(resolution // self.config.patch_size, self.config.patch_size,
+        task = RelativeDirectionTask(resolution // self.config.model.patch_size, self.config.model.patch_size,
                                      self.config.synthetic_classes)
         x, y = task.test_set(self.config.synthetic_test_size, seed=12345 + resolution)
         x, y = x[self.ctx.rank::self.ctx.world_size], y[self.ctx.rank::self.ctx.world_size]
@@ -195,11 +195,11 @@ class DevicePipeline(Pipeline):
         if c.crop == "pad":
             x = augment.random_crop(x, g, padding=4)
         elif c.crop == "rrc":
-            x = augment.random_resized_crop(x, g, c.img_size, scale=tuple(c.rrc_scale))
+            x = augment.random_resized_crop(x, g, c.model.img_size, scale=tuple(c.rrc_scale))
         elif c.crop != "none":
             raise ValueError(f"crop must be pad, rrc or none, got {c.crop!r}")
-        if x.shape[-1] != c.img_size:
-            x = F.interpolate(x, size=(c.img_size, c.img_size), mode="bilinear", antialias=True, align_corners=False)
+        if x.shape[-1] != c.model.img_size:
+            x = F.interpolate(x, size=(c.model.img_size, c.model.img_size), mode="bilinear", antialias=True, align_corners=False)
         if c.flip:
             x = augment.hflip(x, g)
         if c.three_augment:
@@ -227,7 +227,7 @@ class LoaderPipeline(Pipeline):
         self.per_rank = config.batch_size // ctx.world_size
         self.sampler = EpochSampler(len(dataset), config.seed, ctx.rank, ctx.world_size)
         self.loader, self.dataset = worker_loader(dataset, transform, self.per_rank, self.sampler,
-                                                  config.num_workers, seed=config.seed, train=True)
+                                                  config.workers, seed=config.seed, train=True)
         self.batches_per_epoch = len(self.sampler) // self.per_rank
 
     def epoch(self, epoch, start_batch=0):
@@ -260,13 +260,13 @@ def worker_transforms(config: TrainConfig, mean, std, images: bool = False):
     bicubic = v2.InterpolationMode.BICUBIC
     steps = [v2.ToImage()] if images else []
     if config.crop == "rrc":
-        steps.append(v2.RandomResizedCrop(config.img_size, scale=tuple(config.rrc_scale), antialias=True,
+        steps.append(v2.RandomResizedCrop(config.model.img_size, scale=tuple(config.rrc_scale), antialias=True,
                                           interpolation=bicubic))
     elif config.crop in ("pad", "none"):
         if images:  # a fixed size first
-            steps += [v2.Resize(config.img_size, interpolation=bicubic, antialias=True), v2.CenterCrop(config.img_size)]
+            steps += [v2.Resize(config.model.img_size, interpolation=bicubic, antialias=True), v2.CenterCrop(config.model.img_size)]
         if config.crop == "pad":
-            steps.append(v2.RandomCrop(config.img_size, padding=4))
+            steps.append(v2.RandomCrop(config.model.img_size, padding=4))
     else:
         raise ValueError(f"crop must be pad, rrc or none, got {config.crop!r}")
     if config.flip:

@@ -12,7 +12,8 @@ Parameter names follow timm's, so that :func:`from_timm` can load timm's RoPE-Vi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import difflib
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from .encodings import ENCODINGS, build_encoding
+from .options import check_types, flag, option
 from .positions import PROTOCOLS
 
 PRESETS = {  # embed_dim, depth, num_heads
@@ -33,55 +35,96 @@ PRESETS = {  # embed_dim, depth, num_heads
 @dataclass
 class ViTConfig:
     """Everything that defines a model. ``head_dim`` may differ from ``embed_dim / num_heads``
-    (A Circular Argument uses 60 per head on CIFAR, so that pairs, triplets and quadruples fit)."""
+    (A Circular Argument uses 60 per head on CIFAR, so that pairs, triplets and quadruples fit).
+    The checks run when the config is made, so a training run refuses a bad model before it
+    reads any data."""
 
-    img_size: int = 224  # training resolution: it fixes the training grid of the positions
-    patch_size: int = 16
-    in_chans: int = 3
-    num_classes: int = 1000
-    embed_dim: int = 384
-    depth: int = 12
-    num_heads: int = 6
-    head_dim: int | None = None
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    encoding: str = "mixed"  # any name of ropelib.ENCODING_NAMES
-    encoding_options: dict = field(default_factory=dict)
-    ape: str | None = None  # an additive encoding used next to a rotary one (rope-vit's "RoPE + APE")
-    ape_options: dict = field(default_factory=dict)  # its options, e.g. {resize: antialias} (timm's)
-    class_token: bool = True
-    global_pool: str = "token"  # "token" (the CLS token) or "avg" (mean of the patch tokens)
-    layer_scale: float | None = None  # LayerScale initial value; None: no LayerScale
-    drop_path: float = 0.0  # stochastic depth, increasing linearly to this value over the blocks
-    dropout: float = 0.0
-    position_protocol: str = "native"  # rotary positions at other resolutions, see ropelib.positions
-    position_jitter: float = 0.0  # training-time jitter of rotary positions, in patches (ComRoPE)
+    img_size: int = option(224, "training resolution (pixels); it fixes the training grid of the positions")
+    patch_size: int = option(16, "patch size (pixels)")
+    in_chans: int = option(3, "input channels")
+    num_classes: int = option(1000, "classes (a training run takes them from the data)")
+    embed_dim: int = option(384, "token width")
+    depth: int = option(12, "transformer blocks")
+    num_heads: int = option(6, "attention heads")
+    head_dim: int | None = option(None, "channels per head (default: embed_dim / num_heads)")
+    mlp_ratio: float = option(4.0, "MLP hidden width / embed_dim")
+    qkv_bias: bool = option(True, "bias in the query/key/value projection")
+    encoding: str = option("mixed", "position encoding: any name of ropelib.ENCODING_NAMES")
+    encoding_options: dict = option(help="the encoding's options, e.g. '{learnable: true}'", factory=dict)
+    ape: str | None = option(None, "an additive encoding next to a rotary one (rope-vit's RoPE + APE)")
+    ape_options: dict = option(help="its options, e.g. '{resize: antialias}' (timm's resize)", factory=dict)
+    class_token: bool = option(True, "prepend a CLS token")
+    global_pool: str = option("token", "token (the CLS token) | avg (mean of the patch tokens)")
+    layer_scale: float | None = option(None, "LayerScale initial value (none: no LayerScale)")
+    drop_path: float = option(0.0, "stochastic depth, rising linearly to this over the blocks")
+    dropout: float = option(0.0, "dropout")
+    position_jitter: float = option(0.0, "training-time jitter of rotary positions, in patches (ComRoPE)")
 
     def __post_init__(self):
+        problems = check_types(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         problems = []
+        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
+            if getattr(self, name) < 1:
+                problems.append(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
+        if self.num_classes < 0:
+            problems.append(f"--num-classes must be >= 0, got {self.num_classes}")
+        if not (0 <= self.drop_path < 1 and 0 <= self.dropout < 1):
+            problems.append("--drop-path and --dropout must lie in [0, 1)")
+        if self.position_jitter < 0:
+            problems.append(f"--position-jitter must be >= 0, got {self.position_jitter}")
+        if self.mlp_ratio <= 0:
+            problems.append(f"--mlp-ratio must be positive, got {self.mlp_ratio}")
         if self.encoding not in ENCODINGS:
-            problems.append(f"encoding {self.encoding!r} is not one of {', '.join(ENCODINGS)}")
+            close = difflib.get_close_matches(self.encoding, ENCODINGS, n=1)
+            problems.append(f"--encoding {self.encoding!r} is not one of {', '.join(ENCODINGS)}"
+                            + (f" (did you mean {close[0]}?)" if close else ""))
         elif ENCODINGS[self.encoding].kind == "rotary" and ENCODINGS[self.encoding].axes != 2:
-            problems.append(f"encoding {self.encoding!r} is 1D; a ViT needs a 2D encoding")
+            problems.append(f"--encoding {self.encoding!r} is 1D; a ViT needs a 2D encoding")
         if self.ape is not None:
             if self.ape not in ENCODINGS or ENCODINGS[self.ape].kind != "additive":
-                problems.append(f"ape must be an additive encoding (ape-learned, ape-sincos), got {self.ape!r}")
+                problems.append(f"--ape must be an additive encoding (ape-learned, ape-sincos), got {self.ape!r}")
             elif self.encoding in ENCODINGS and ENCODINGS[self.encoding].kind != "rotary":
-                problems.append("ape adds an absolute embedding next to a rotary encoding; with "
-                                f"encoding={self.encoding!r} set encoding to the APE itself instead")
-        if self.img_size % self.patch_size:
-            problems.append(f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}")
-        if self.head_dim is None and self.embed_dim % self.num_heads:
-            problems.append(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; "
-                            "set head_dim explicitly")
+                problems.append("--ape adds an absolute embedding next to a rotary encoding; with "
+                                f"--encoding {self.encoding} set the encoding to the APE itself instead")
+        if self.img_size >= 1 and self.patch_size >= 1 and self.img_size % self.patch_size:
+            problems.append(f"--img-size {self.img_size} is not divisible by --patch-size {self.patch_size}")
+        if self.head_dim is None and self.num_heads >= 1 and self.embed_dim % self.num_heads:
+            problems.append(f"--embed-dim {self.embed_dim} is not divisible by --num-heads {self.num_heads}; "
+                            "set --head-dim explicitly")
+        if self.head_dim is not None and self.head_dim < 1:
+            problems.append(f"--head-dim must be at least 1, got {self.head_dim}")
         if self.global_pool not in ("token", "avg"):
-            problems.append(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
+            problems.append(f"--global-pool must be token or avg, got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:
-            problems.append("global_pool='token' needs class_token=True")
-        if self.position_protocol not in PROTOCOLS:
-            problems.append(f"position_protocol must be one of {PROTOCOLS}, got {self.position_protocol!r}")
+            problems.append("--global-pool token needs a class token (--class-token)")
+        if not problems:
+            problems += self._encoding_problems()
         if problems:
-            raise ValueError("ViTConfig: " + "; ".join(problems))
+            raise ValueError("; ".join(problems))
+
+    def _encoding_problems(self) -> list[str]:
+        """Build one layer's encoding (cheap) so that a head_dim or an option it cannot use is
+        refused now, naming the option that fixes it, not at the first forward."""
+        kind = ENCODINGS[self.encoding].kind
+        try:
+            if kind == "rotary":
+                build_encoding(self.encoding, self.dim_per_head, self.num_heads, train_grid=self.grid,
+                               **self.encoding_options)
+            elif kind == "additive":
+                build_encoding(self.encoding, self.embed_dim, 1, train_grid=self.grid, **self.encoding_options)
+            if self.ape is not None:
+                build_encoding(self.ape, self.embed_dim, 1, train_grid=self.grid, **self.ape_options)
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            if "head_dim" in message and "divisible" in message:
+                need = int(message.split("divisible by ")[1].split()[0])
+                message += f" (set --head-dim, e.g. {need * max(1, round(self.dim_per_head / need))})"
+            elif "option" in message:
+                message += " (--encoding-options)"
+            return [message]
+        return []
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -92,6 +135,8 @@ class ViTConfig:
         return self.head_dim or self.embed_dim // self.num_heads
 
 
+# DropPath and LayerScale: timm has both, but timm is an optional dependency (ropelib[train]);
+# these ten lines keep ropelib.vit importable with torch alone (as on a reader's laptop).
 class DropPath(nn.Module):
     """Stochastic depth: drop a residual branch for a whole sample (Huang et al. 2016)."""
 
@@ -129,10 +174,10 @@ class Attention(nn.Module):
         self.rotary = rotary
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None, table=None) -> torch.Tensor:
         qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         if self.rotary is not None:
-            q, k = self.rotary.rotate(qkv[:2], pos).unbind(0)  # one table for queries and keys
+            q, k = self.rotary.rotate(qkv[:2], pos, table).unbind(0)  # one table for queries and keys
         else:
             q, k = qkv[0], qkv[1]
         x = F.scaled_dot_product_attention(q, k, qkv[2], dropout_p=self.dropout if self.training else 0.0)
@@ -161,8 +206,8 @@ class Block(nn.Module):
                                                                           config.dropout), scale()
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x, pos):
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), pos)))
+    def forward(self, x, pos, table=None):
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), pos, table)))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
@@ -193,7 +238,6 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(c.embed_dim, eps=1e-6)
         self.head = nn.Linear(c.embed_dim, c.num_classes) if c.num_classes > 0 else nn.Identity()
-        self._position_cache: dict = {}  # (h, w, device) -> positions: one tensor per grid
         self.apply(_init_weights)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -206,21 +250,34 @@ class VisionTransformer(nn.Module):
     def rotary_encodings(self) -> list[nn.Module]:
         return [blk.attn.rotary for blk in self.blocks if blk.attn.rotary is not None]
 
-    def positions(self, encoding: nn.Module, h: int, w: int, device) -> torch.Tensor:
-        """The positions of an ``h x w`` grid for ``encoding``, cached so that fixed rotation tables
-        are computed once per grid size (they are cached by positions tensor)."""
-        protocol = self.config.position_protocol if encoding.kind == "rotary" else "native"
-        key = (encoding.name, encoding.convention, h, w, str(device), protocol)
-        if key not in self._position_cache:
-            self._position_cache[key] = encoding.positions(h, w, protocol=protocol, device=device)
-        return self._position_cache[key]
+    def rotary_positions(self, h: int, w: int, protocol: str = "native", device=None):
+        """``(positions, table)`` of an ``h x w`` patch grid for every block: the positions in the
+        encoding's convention, placed by ``protocol`` when the grid is not the training grid, with
+        ComRoPE-style jitter in training. For a fixed encoding (every layer the same) the rotation
+        table is computed here, once per forward, and handed to every block, as timm's Eva does;
+        learned encodings compute their own per layer. ``(None, None)`` without rotary encoding."""
+        rotary = self.rotary_encodings
+        if not rotary:
+            return None, None
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"ViT: unknown position protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        first = rotary[0]
+        pos = first.positions(h, w, protocol=protocol, device=device)
+        if self.training and self.config.position_jitter > 0:
+            # prefix tokens (ComRoPE's CLS at the centre) placed from the unjittered grid
+            prefix = first.full_positions(pos)[: self.num_prefix_tokens]
+            pos = torch.cat((prefix, _jitter(pos, h, w, self.config.position_jitter)))
+        table = None
+        if not first.learnable:
+            table = first.table(pos, complete=pos.shape[0] == h * w + self.num_prefix_tokens and
+                                self.num_prefix_tokens > 0)
+        return pos, table
 
-    def _apply(self, fn, *args, **kwargs):
-        self._position_cache = {}
-        return super()._apply(fn, *args, **kwargs)
+    def forward_features(self, images: torch.Tensor, protocol: str = "native") -> torch.Tensor:
+        """``(B, C, H, W)`` images to ``(B, prefix + N, embed_dim)`` normalised tokens.
 
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` images to ``(B, prefix + N, embed_dim)`` normalised tokens."""
+        ``protocol`` (``native``, ``extrapolate``, ``interpolate``; :mod:`ropelib.positions`) places
+        the patches of an image whose grid is not the training grid."""
         if images.ndim != 4:
             raise ValueError(f"ViT: expected images of shape (B, C, H, W), got {tuple(images.shape)}")
         H, W = images.shape[-2:]
@@ -238,24 +295,18 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x), dim=1)
         x = self.drop(x)
-        pos = None
-        rotary = self.rotary_encodings
-        if rotary:
-            pos = self.positions(rotary[0], h, w, x.device)
-            if self.training and self.config.position_jitter > 0:
-                # prefix tokens (ComRoPE's CLS at the centre) placed from the unjittered grid
-                prefix = rotary[0].full_positions(pos)[: self.num_prefix_tokens]
-                pos = torch.cat((prefix, _jitter(pos, h, w, self.config.position_jitter)))
+        pos, table = self.rotary_positions(h, w, protocol, x.device)
         for blk in self.blocks:
-            x = blk(x, pos)
+            x = blk(x, pos, table)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, 0] if self.config.global_pool == "token" else x[:, self.num_prefix_tokens:].mean(1)
         return self.head(x)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(images))
+    def forward(self, images: torch.Tensor, protocol: str = "native") -> torch.Tensor:
+        """Logits ``(B, num_classes)``; ``protocol`` as in :meth:`forward_features`."""
+        return self.forward_head(self.forward_features(images, protocol))
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters trained without weight decay: the CLS token and every position

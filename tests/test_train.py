@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,8 +16,8 @@ import torch
 
 import ropelib
 from ropelib import checkpoint as ckpt
-from ropelib.recipes import TrainConfig, available_recipes, load_recipe
-from ropelib.train import NonFiniteLoss, build_model, learning_rate, model_config, train
+from ropelib.config import TrainConfig, available_recipes, load_recipe
+from ropelib.train import NonFiniteLoss, build_model, learning_rate, train
 from test_data import write_cifar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,12 +27,12 @@ CHANCE = 25.0  # four direction classes
 def tiny(tmp_path, **overrides) -> TrainConfig:
     """A synthetic run small enough for a test: 3x3 grid, four classes, a 2-block ViT."""
     values = dict(recipe="test", dataset="synthetic", synthetic_grid=3, synthetic_classes=4,
-                  synthetic_epoch_size=32 * 400, synthetic_test_size=1000, model="custom", img_size=12,
+                  synthetic_epoch_size=32 * 400, synthetic_test_size=1000, preset="custom", img_size=12,
                   patch_size=4, embed_dim=64, depth=2, num_heads=2, head_dim=24, encoding="mixed", epochs=1,
                   batch_size=32, lr=3e-3, warmup_epochs=0.1, weight_decay=0.01, device="cpu", progress=False,
                   out_dir=str(tmp_path), resume=False)
     values.update(overrides)
-    return TrainConfig(**values)
+    return load_recipe(None, **values)
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_learning_rate_schedule():
 # -- resuming -------------------------------------------------------------------------------------
 
 RESUME_ARGS = ["--dataset", "synthetic", "--synthetic-grid", "3", "--synthetic-classes", "4",
-               "--synthetic-epoch-size", "1280", "--model", "custom", "--img-size", "12", "--patch-size", "4",
+               "--synthetic-epoch-size", "1280", "--preset", "custom", "--img-size", "12", "--patch-size", "4",
                "--embed-dim", "32", "--depth", "2", "--num-heads", "2", "--head-dim", "24", "--encoding", "liere",
                "--epochs", "6", "--batch-size", "32", "--lr", "3e-3", "--warmup-epochs", "1", "--dropout", "0.1",
                "--drop-path", "0.1", "--device", "cpu", "--no-progress", "--log-every", "5",
@@ -133,6 +134,56 @@ def test_resume_in_the_middle_of_an_epoch_gives_the_same_weights(tmp_path, unint
     _assert_same_weights(_weights(tmp_path / "run" / "model.pt"), uninterrupted)
 
 
+def test_sigterm_saves_a_checkpoint_and_the_run_continues_exactly(tmp_path, uninterrupted):
+    """A cluster's time limit (SIGTERM) or Ctrl-C: checkpoint, a clear message, exit 128 + signal."""
+    process = subprocess.Popen(_cli(tmp_path, "run"), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and not metrics.exists():
+        time.sleep(0.02)  # wait for the first epoch to end (signal handlers are installed by then)
+    assert process.poll() is None, "the run finished before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr and "checkpoint saved" in stderr and "Traceback" not in stderr
+    state = ckpt.load(tmp_path / "run" / "checkpoint.pt")
+    assert state["step"] > 40  # saved at the stop, not at the last epoch end
+    resumed = subprocess.run(_cli(tmp_path, "run"), env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_weights(_weights(tmp_path / "run" / "model.pt"), uninterrupted)
+
+
+def _epochs(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_an_epoch_resumed_in_its_middle_reports_all_of_it(tmp_path, uninterrupted):
+    subprocess.run(_cli(tmp_path / "a", "run"), env=ENV, check=True, capture_output=True)
+    subprocess.run(_cli(tmp_path / "b", "run", "--max-steps", "57"), env=ENV, check=True, capture_output=True)
+    subprocess.run(_cli(tmp_path / "b", "run"), env=ENV, check=True, capture_output=True)
+    whole, resumed = _epochs(tmp_path / "a" / "run"), _epochs(tmp_path / "b" / "run")
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4, 5, 6]  # each epoch logged once
+    assert resumed[1]["steps"] == 40  # epoch 2 was cut at step 57 and finished after the resume
+    for a, b in zip(whole, resumed):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-6, abs=1e-6)
+        assert b["test"] == a["test"]
+
+
+def test_an_epoch_logged_but_not_checkpointed_is_not_logged_twice(tmp_path, uninterrupted):
+    """Killed between writing the log line and the checkpoint: the resumed run rewrites the log from
+    the checkpoint, then logs that epoch once."""
+    subprocess.run(_cli(tmp_path, "run", "--max-steps", "40"), env=ENV, check=True, capture_output=True)
+    folder = tmp_path / "run"
+    first = _epochs(folder)
+    assert [r["epoch"] for r in first] == [1]
+    with (folder / "metrics.jsonl").open("a") as f:  # epoch 2's line, as if the kill came before its checkpoint
+        f.write(json.dumps({**first[0], "epoch": 2}) + "\n")
+    subprocess.run(_cli(tmp_path, "run"), env=ENV, check=True, capture_output=True)
+    assert [r["epoch"] for r in _epochs(folder)] == [1, 2, 3, 4, 5, 6]
+    _assert_same_weights(_weights(folder / "model.pt"), uninterrupted)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, full_size, monkeypatch):
     import ropelib.train as trainer_module
 
@@ -183,19 +234,19 @@ def test_every_recipe_is_valid_and_cites_its_source():
     for name in available_recipes():
         config = load_recipe(name)
         assert config.source, f"{name} cites no source"
-        model_config(config, 100)  # a buildable model
         for encoding in ropelib.ROTARY_NAMES:
             if encoding == "rope1d":
                 continue
-            variant = load_recipe(name, encoding=encoding)
-            head_dim = variant.effective_head_dim or model_config(variant, 10).dim_per_head
-            if encoding == "spherical" and head_dim % 3:
-                continue  # the ViT-B/ViT-S 64-channel recipes cannot hold triplets
-            model_config(variant, 100)
+            if encoding == "spherical" and config.head_dim_overrides.get(encoding, config.model.dim_per_head) % 3:
+                # the ViT-B/ViT-S 64-channel recipes cannot hold triplets, and say which option fixes it
+                with pytest.raises(ValueError, match="set --head-dim, e.g. 63"):
+                    load_recipe(name, encoding=encoding)
+                continue
+            load_recipe(name, encoding=encoding)  # the config checks that the model can be built
         for recipe in ("colab-cifar10", "colab-cifar100", "circular-cifar100", "circular-imagenet"):
             for encoding in ropelib.ENCODING_NAMES:  # these recipes fit every 2D encoding of the course
                 if encoding != "rope1d":
-                    model_config(load_recipe(recipe, encoding=encoding), 100)
+                    load_recipe(recipe, encoding=encoding)
 
 
 @pytest.mark.parametrize("recipe", ["circular-cifar100", "circular-imagenet"])
@@ -211,14 +262,14 @@ def test_circular_recipes_put_every_variant_in_the_papers_setting(recipe):
         if name != "rope1d":
             assert encodings(name)[0].convention == "circular", name
     axial, config = encodings("axial")
-    d = config.effective_head_dim
+    d = config.model.dim_per_head
     paper = 100.0 ** (-2 * torch.arange(d // 4, dtype=torch.float64) / d)
     torch.testing.assert_close(axial.frequencies[0, 0].double(), paper, rtol=1e-6, atol=0)
     learned, _ = encodings("axial", encoding_options={"learnable": True})
     assert learned.learnable and learned.convention == "circular"
     torch.testing.assert_close(learned.frequencies[0, 1].detach().double(), paper, rtol=1e-6, atol=0)
     spherical, config = encodings("spherical")
-    d = config.effective_head_dim
+    d = config.model.dim_per_head
     assert spherical.order == "yx"
     torch.testing.assert_close(spherical.frequencies[0, 0].double(),
                                100.0 ** (-2 * torch.arange(d // 3, dtype=torch.float64) / d), rtol=1e-6, atol=0)
@@ -227,7 +278,7 @@ def test_circular_recipes_put_every_variant_in_the_papers_setting(recipe):
     assert mixed.theta == 10.0
     liere, _ = encodings("liere")
     assert 0 <= liere.generator_entries.min() and liere.generator_entries.max() < 1
-    assert encodings("liere")[1].effective_head_dim % 8 == 0
+    assert encodings("liere")[1].model.dim_per_head % 8 == 0
 
 
 def test_unknown_fields_are_errors(tmp_path):
@@ -241,20 +292,20 @@ def test_unknown_fields_are_errors(tmp_path):
         load_recipe("nope")
     result = subprocess.run([sys.executable, "-m", "ropelib.train", "--learning-rate", "1"], env=ENV,
                             capture_output=True, text=True)
-    assert result.returncode == 2 and "unrecognized arguments: --learning-rate" in result.stderr
+    assert result.returncode == 2 and "unknown option --learning-rate" in result.stderr
 
 
 def test_command_line_overrides_any_field(tmp_path):
-    from ropelib.recipes import add_arguments, from_arguments
-    import argparse
+    from ropelib.config import ArgumentParser, add_arguments, from_arguments
 
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser()
     add_arguments(parser)
     config = from_arguments(parser.parse_args(["--recipe", "colab-cifar100", "--encoding", "spherical",
                                                "--head-dim", "60", "--no-flip", "--encoding-options",
                                                "{learnable: true}", "--betas", "[0.9, 0.95]"]))
-    assert config.recipe == "colab-cifar100" and config.encoding == "spherical" and config.flip is False
-    assert config.encoding_options == {"learnable": True} and config.betas == [0.9, 0.95]
+    assert config.recipe == "colab-cifar100" and config.model.encoding == "spherical" and config.flip is False
+    assert config.model.encoding_options == {"learnable": True} and config.betas == [0.9, 0.95]
+    assert config.model.head_dim == 60
     assert config.epochs == load_recipe("colab-cifar100").epochs
 
 
@@ -264,8 +315,12 @@ def test_results_record_what_the_run_was_and_where_it_ran(tmp_path, full_size):
     saved = json.loads((tmp_path / config.name / "results.json").read_text())
     assert saved["accuracy"].keys() == {"12", "16"}
     for key in ["config", "encoding", "seed", "data", "train_seconds", "throughput_images_per_second",
-                "parameters", "position_parameters", "model"]:
+                "parameters", "position_parameters", "best"]:
         assert key in saved, key
+    # the whole config, model included, with the data's class count: evaluation rebuilds from it
+    recorded = TrainConfig.from_dict(saved["config"])
+    assert recorded.model == dataclasses.replace(config.model, num_classes=4)
+    assert dataclasses.replace(recorded, model=config.model) == config
     environment = saved["provenance"]["environment"]
     assert environment["torch"] == torch.__version__ and environment["cpu"] and "python" in environment
     assert "commit" in saved["provenance"] and "date" in saved["provenance"]
@@ -282,10 +337,10 @@ def test_smoke_mode_makes_any_recipe_tiny(tmp_path, monkeypatch):
     assert results["provenance"]["smoke"] is True
 
 
-def test_training_on_cifar_in_the_official_format(tmp_path, full_size):
-    write_cifar(tmp_path, "cifar10", train=40, test=20)
+def test_training_on_cifar_in_the_official_format(tmp_path, full_size, monkeypatch):
+    write_cifar(tmp_path, "cifar10", train=40, test=20, monkeypatch=monkeypatch)
     common = dict(dataset="cifar10", data_dir=str(tmp_path), img_size=32, patch_size=8, epochs=1, batch_size=8,
-                  crop="pad", flip=True, synthetic_epoch_size=0)
+                  crop="pad", flip=True)
     on_device = train(tiny(tmp_path / "a", **common, data_on_device="yes", three_augment=True, color_jitter=0.3,
                            mixup=0.8, cutmix=1.0, loss="bce"))
     workers = train(tiny(tmp_path / "b", **{**common, "crop": "rrc"}, data_on_device="no", randaugment=True,

@@ -37,7 +37,7 @@ def test_bad_configurations():
         ViTConfig(encoding="rope2d")
     with pytest.raises(ValueError, match="encoding 'rope1d' is 1D"):
         ViTConfig(encoding="rope1d")
-    with pytest.raises(ValueError, match="img_size=30 is not divisible by patch_size=4"):
+    with pytest.raises(ValueError, match="--img-size 30 is not divisible by --patch-size 4"):
         ViTConfig(img_size=30, patch_size=4)
     with pytest.raises(ValueError, match="ape must be an additive encoding"):
         ViTConfig(encoding="mixed", ape="axial")
@@ -79,10 +79,8 @@ def test_position_protocols_only_matter_away_from_the_training_resolution():
     model = vit("custom", encoding="axial", **TINY).eval()
     x, big = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 32, 32)
     outputs = {}
-    for protocol in ropelib.positions.PROTOCOLS:
-        model.config.position_protocol = protocol
-        model._position_cache = {}
-        outputs[protocol] = (model(x), model(big))
+    for protocol in ropelib.positions.PROTOCOLS:  # an argument of the forward, never a model setting
+        outputs[protocol] = (model(x, protocol=protocol), model(big, protocol=protocol))
     torch.testing.assert_close(outputs["interpolate"][0], outputs["native"][0])
     torch.testing.assert_close(outputs["extrapolate"][1], outputs["native"][1])  # index convention extrapolates
     assert not torch.allclose(outputs["interpolate"][1], outputs["native"][1], atol=1e-4)
@@ -92,7 +90,7 @@ def test_learned_ape_is_resized_bicubically():
     model = vit("custom", encoding="ape-learned", **TINY)
     table = model.ape.table.detach().T.reshape(1, 48, 4, 4)
     resized = F.interpolate(table, size=(6, 6), mode="bicubic", align_corners=False).reshape(48, 36).T
-    torch.testing.assert_close(model.ape.embed(model.positions(model.ape, 6, 6, "cpu")).detach(), resized,
+    torch.testing.assert_close(model.ape.embed_grid(6, 6).detach(), resized,
                                atol=1e-6, rtol=1e-5)
 
 
@@ -160,9 +158,9 @@ def test_comrope_rotates_cls_at_the_image_centre_even_with_jitter(encoding):
     torch.testing.assert_close(enc.full_positions(grid)[:1], centre)
     seen, rotate = [], enc.rotate
 
-    def recording(x, pos):
+    def recording(x, pos, table=None):
         seen.append(pos.clone())
-        return rotate(x, pos)
+        return rotate(x, pos, table)
 
     enc.rotate = recording
     model.train()

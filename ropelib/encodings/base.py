@@ -75,7 +75,6 @@ class PositionEncoding(nn.Module):
                 raise ValueError(f"{self.name}: train_grid must be (h0, w0) positive integers, got {train_grid!r}")
             train_grid = (int(train_grid[0]), int(train_grid[1]))
         self.train_grid = train_grid
-        self._tables = TableCache()
 
     # -- helpers shared by every encoding ---------------------------------------------------------
 
@@ -127,11 +126,6 @@ class PositionEncoding(nn.Module):
                 return torch.promote_types(t.dtype, torch.float32)
         return torch.float32
 
-    def _apply(self, fn, *args, **kwargs):
-        # .to(), .cuda(), .double() change what cached tables would be: forget them.
-        self._tables.clear()
-        return super()._apply(fn, *args, **kwargs)
-
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, num_heads={self.num_heads}, convention={self.convention!r}"
 
@@ -148,35 +142,6 @@ class NoPositionEncoding(PositionEncoding):
     def embed(self, pos: torch.Tensor) -> torch.Tensor:
         pos = self._check_positions(pos)
         return pos.new_zeros(pos.shape[0], self.head_dim * self.num_heads)
-
-
-class TableCache:
-    """Fixed tables (cos/sin, rotation blocks, sin-cos embeddings) for the last few positions.
-
-    Keyed by the positions tensor itself (identity and version counter) and by the version of the
-    owner's buffers: a ViT passes one tensor per grid size, so every layer and step at that size
-    reuses one computation, and a new grid size gets its own entry. A plain attribute, so it
-    never enters ``state_dict``. Bypassed under ``torch.compile``, which fuses the table
-    computation anyway, and for positions that require grad.
-    """
-
-    def __init__(self, size: int = 4):
-        self.size = size
-        self.entries: list[tuple] = []
-
-    def clear(self) -> None:
-        self.entries = []
-
-    def get(self, owner: nn.Module, pos: torch.Tensor, compute):
-        if torch.compiler.is_compiling() or pos.requires_grad or torch.is_inference_mode_enabled():
-            return compute()
-        state = tuple(b._version for b in owner.buffers())
-        for entry in self.entries:
-            if entry[0] is pos and entry[1] == pos._version and entry[2] == state:
-                return entry[3]
-        value = compute()
-        self.entries = [(pos, pos._version, state, value)] + self.entries[: self.size - 1]
-        return value
 
 
 class RotaryEncoding(PositionEncoding):
@@ -228,7 +193,7 @@ class RotaryEncoding(PositionEncoding):
 
     # -- the public interface ---------------------------------------------------------------------
 
-    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor, table=None) -> torch.Tensor:
         """Rotate every token of ``x`` by its ``R(p)``.
 
         Args:
@@ -236,17 +201,26 @@ class RotaryEncoding(PositionEncoding):
                 dimensions, so queries and keys stacked as ``(2, B, H, N, d)`` share one table.
             pos: ``(N - num_prefix_tokens, axes)`` positions of the patch tokens, or ``(N, axes)``
                 positions of every token, prefix tokens first (see :meth:`full_positions`).
+            table: what :meth:`table` returned for these positions, when the caller computed it
+                once for several layers (a ViT does so for fixed encodings, as timm's Eva does);
+                by default it is computed here.
 
         Returns:
             A tensor shaped like ``x``, in ``x``'s dtype: token ``n`` is ``R(pos[n]) @ x[..., n, :]``.
         """
         pos = self._check_rotate_inputs(x, pos)
-        complete = self.num_prefix_tokens > 0 and pos.shape[0] == x.shape[-2]
-        if self.learnable:
-            table = self._compute_table(pos, complete)
-        else:
-            table = self._tables.get(self, pos, lambda: self._compute_table(pos, complete))
+        if table is None:
+            table = self.table(pos, complete=self.num_prefix_tokens > 0 and pos.shape[0] == x.shape[-2])
         return self._rotate_with(x, table)
+
+    def table(self, pos: torch.Tensor, complete: bool = False):
+        """The rotation table of positions ``pos`` (patches, or every token if ``complete``):
+        angles and their cos/sin, or rotation blocks. Computed in float32 at least, outside
+        autocast: angles reach tens of radians, and bf16 would put errors of ~0.1 rad on them."""
+        full = pos if complete else self.full_positions(pos)
+        dtype = torch.promote_types(pos.dtype, self._param_dtype())
+        with torch.autocast(device_type=pos.device.type, enabled=False):
+            return self._rotation_table(full.to(dtype))
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """``enc(x, pos)`` is ``enc.rotate(x, pos)``."""
@@ -285,13 +259,6 @@ class RotaryEncoding(PositionEncoding):
         else:
             prefix = pos.new_zeros(self.num_prefix_tokens, pos.shape[1])
         return torch.cat((prefix, pos), dim=0)
-
-    def _compute_table(self, pos: torch.Tensor, complete: bool = False):
-        dtype = torch.promote_types(pos.dtype, self._param_dtype())
-        full = pos if complete else self.full_positions(pos)
-        # Angles reach tens of radians; bf16 would put errors of ~0.1 rad on them.
-        with torch.autocast(device_type=pos.device.type, enabled=False):
-            return self._rotation_table(full.to(dtype))
 
     def _check_rotate_inputs(self, x, pos) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
