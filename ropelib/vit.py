@@ -109,13 +109,14 @@ class ViTConfig:
         refused now, naming the option that fixes it, not at the first forward."""
         kind = ENCODINGS[self.encoding].kind
         try:
-            if kind == "rotary":
-                build_encoding(self.encoding, self.dim_per_head, self.num_heads, train_grid=self.grid,
-                               **self.encoding_options)
-            elif kind == "additive":
-                build_encoding(self.encoding, self.embed_dim, 1, train_grid=self.grid, **self.encoding_options)
-            if self.ape is not None:
-                build_encoding(self.ape, self.embed_dim, 1, train_grid=self.grid, **self.ape_options)
+            with torch.random.fork_rng(devices=[]):  # checking must not move the caller's random stream
+                if kind == "rotary":
+                    build_encoding(self.encoding, self.dim_per_head, self.num_heads, train_grid=self.grid,
+                                   **self.encoding_options)
+                elif kind == "additive":
+                    build_encoding(self.encoding, self.embed_dim, 1, train_grid=self.grid, **self.encoding_options)
+                if self.ape is not None:
+                    build_encoding(self.ape, self.embed_dim, 1, train_grid=self.grid, **self.ape_options)
         except (ValueError, TypeError) as error:
             message = str(error)
             if "head_dim" in message and "divisible" in message:
