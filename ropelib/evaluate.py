@@ -28,20 +28,22 @@ from .config import ArgumentParser, TrainConfig
 from .data import DataError
 from .positions import PROTOCOLS
 from .provenance import provenance, write_json
+from .remedies import REMEDIES
 from .smoke import is_smoke
 from .vit import VisionTransformer, from_timm
 
 
 @torch.no_grad()
-def accuracy(model, batches, ctx, autocast_dtype=None, protocol: str = "native") -> dict:
+def accuracy(model, batches, ctx, autocast_dtype=None, protocol: str = "native", remedy: str = "none") -> dict:
     """Top-1 and top-5 accuracy (percent) over this rank's share of ``batches``, summed over ranks.
-    ``protocol`` places the patches of test images whose grid is not the training grid."""
+    ``protocol`` places the patches of test images whose grid is not the training grid; ``remedy``
+    rescales the rotary frequencies instead (:mod:`ropelib.remedies`)."""
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, device=ctx.device, dtype=torch.float64)  # correct@1, correct@5, total
     for x, y in batches:
         with torch.autocast(ctx.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = model(x, protocol=protocol)
+            logits = model(x, protocol=protocol) if remedy == "none" else model(x, remedy=remedy)
         top = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices
         counts[0] += (top[:, 0] == y).sum()
         counts[1] += (top == y[:, None]).any(-1).sum()
@@ -77,14 +79,17 @@ def load_model(path: str | Path) -> tuple[VisionTransformer, TrainConfig]:
     return model, config
 
 
-def evaluate_resolutions(model: VisionTransformer, tests, resolutions, protocols, ctx, autocast=None) -> dict:
-    """``{protocol: {resolution: {"top1", "top5", "images"}}}``, printing each as it comes."""
+def evaluate_resolutions(model: VisionTransformer, tests, resolutions, protocols, ctx, autocast=None,
+                         remedies=()) -> dict:
+    """``{protocol or remedy: {resolution: {"top1", "top5", "images"}}}``, printing each as it comes.
+    Remedies are keyed ``remedy-<name>`` (``remedy-ntk``)."""
     results = {}
-    for protocol in protocols:
-        results[protocol] = {}
+    settings = [(p, p, "none") for p in protocols] + [(f"remedy-{r}", "native", r) for r in remedies if r != "none"]
+    for key, protocol, remedy in settings:
+        results[key] = {}
         for r in resolutions:
-            results[protocol][str(r)] = accuracy(model, tests.test_batches(r), ctx, autocast, protocol)
-            print(f"{protocol:12s} {r:4d} px  top-1 {results[protocol][str(r)]['top1']:.2f}%", flush=True)
+            results[key][str(r)] = accuracy(model, tests.test_batches(r), ctx, autocast, protocol, remedy)
+            print(f"{key:12s} {r:4d} px  top-1 {results[key][str(r)]['top1']:.2f}%", flush=True)
     return results
 
 
@@ -122,6 +127,9 @@ def main(argv=None) -> int:
     parser.add_argument("--resolutions", type=int, nargs="+", required=True, help="test resolutions (pixels)")
     parser.add_argument("--protocols", nargs="+", default=["native"], choices=PROTOCOLS,
                         help="where the patches of a larger or smaller image sit (default: native)")
+    parser.add_argument("--remedies", nargs="+", default=[], choices=REMEDIES,
+                        help="also test with these inference-time remedies (ropelib.remedies: position "
+                             "interpolation, NTK-aware scaling, YaRN)")
     parser.add_argument("--dataset", help="override the data set the model was trained on")
     parser.add_argument("--data-dir", help="override where the data lives")
     parser.add_argument("--download", action="store_true", help="let torchvision download CIFAR")
@@ -167,9 +175,10 @@ def _evaluate(args) -> int:
     try:
         tests = pipelines.build_test(config, ctx)
         model = model.to(ctx.device).eval()
-        results = evaluate_resolutions(model, tests, args.resolutions, args.protocols, ctx)
+        results = evaluate_resolutions(model, tests, args.resolutions, args.protocols, ctx, remedies=args.remedies)
         record = {"source": source, "encoding": model.config.encoding, "train_resolution": model.config.img_size,
-                  "resolutions": args.resolutions, "protocols": args.protocols, "accuracy": results,
+                  "resolutions": args.resolutions, "protocols": args.protocols, "remedies": args.remedies,
+                  "accuracy": results,
                   "data": tests.describe(), "model": dataclasses.asdict(model.config),
                   "provenance": provenance(ctx.device, smoke=is_smoke())}
         name = free_name(out)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from . import remedies
 from .encodings import ENCODINGS, build_encoding
 from .options import check_types, flag, option
 from .positions import PROTOCOLS
@@ -274,11 +275,14 @@ class VisionTransformer(nn.Module):
                                 self.num_prefix_tokens > 0)
         return pos, table
 
-    def forward_features(self, images: torch.Tensor, protocol: str = "native") -> torch.Tensor:
+    def forward_features(self, images: torch.Tensor, protocol: str = "native", remedy: str = "none",
+                         remedy_options: dict | None = None) -> torch.Tensor:
         """``(B, C, H, W)`` images to ``(B, prefix + N, embed_dim)`` normalised tokens.
 
         ``protocol`` (``native``, ``extrapolate``, ``interpolate``; :mod:`ropelib.positions`) places
-        the patches of an image whose grid is not the training grid."""
+        the patches of an image whose grid is not the training grid. ``remedy`` (``pi``, ``ntk``,
+        ``yarn``; :mod:`ropelib.remedies`) instead keeps the training spacing and rescales the
+        rotary frequencies for the new grid, layer by layer."""
         if images.ndim != 4:
             raise ValueError(f"ViT: expected images of shape (B, C, H, W), got {tuple(images.shape)}")
         H, W = images.shape[-2:]
@@ -296,8 +300,17 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x), dim=1)
         x = self.drop(x)
-        pos, table = self.rotary_positions(h, w, protocol, x.device)
-        for blk in self.blocks:
+        if remedy == "none":
+            pos, table = self.rotary_positions(h, w, protocol, x.device)
+            tables = [table] * len(self.blocks)
+        else:  # per layer: learned encodings have their own frequencies in every layer
+            encodings = self.rotary_encodings
+            if not encodings:
+                raise ValueError(f"ViT: remedy {remedy!r} rescales rotary encodings; {self.config.encoding} has none")
+            pos = encodings[0].positions(h, w, protocol="extrapolate", device=x.device)
+            tables = [remedies.rescaled_table(e, pos, None, (h, w), remedy, **(remedy_options or {}))
+                      for e in encodings]
+        for blk, table in zip(self.blocks, tables):
             x = blk(x, pos, table)
         return self.norm(x)
 
@@ -305,9 +318,10 @@ class VisionTransformer(nn.Module):
         x = x[:, 0] if self.config.global_pool == "token" else x[:, self.num_prefix_tokens:].mean(1)
         return self.head(x)
 
-    def forward(self, images: torch.Tensor, protocol: str = "native") -> torch.Tensor:
-        """Logits ``(B, num_classes)``; ``protocol`` as in :meth:`forward_features`."""
-        return self.forward_head(self.forward_features(images, protocol))
+    def forward(self, images: torch.Tensor, protocol: str = "native", remedy: str = "none",
+                remedy_options: dict | None = None) -> torch.Tensor:
+        """Logits ``(B, num_classes)``; ``protocol`` and ``remedy`` as in :meth:`forward_features`."""
+        return self.forward_head(self.forward_features(images, protocol, remedy, remedy_options))
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters trained without weight decay: the CLS token and every position

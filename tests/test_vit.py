@@ -223,3 +223,20 @@ def test_the_resolution_test_sees_how_the_ape_is_resized():
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         assert (model(x) - reference(x)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("encoding", ["axial", "mixed"])
+def test_resolution_remedies_are_an_argument_of_the_forward(encoding):
+    """ropelib.remedies through the model: position interpolation is the interpolate protocol; at
+    the training size every remedy is the plain model; NTK and YaRN change a larger grid."""
+    torch.manual_seed(0)
+    model = vit("custom", encoding=encoding, **TINY).eval()
+    x, big = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 32, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(model(big, remedy="pi"), model(big, protocol="interpolate"), atol=1e-5, rtol=1e-5)
+        for remedy in ("pi", "ntk", "yarn"):
+            torch.testing.assert_close(model(x, remedy=remedy), model(x), atol=1e-6, rtol=1e-6)
+            if remedy != "pi":
+                assert not torch.allclose(model(big, remedy=remedy), model(big, protocol="extrapolate"), atol=1e-4)
+    with pytest.raises(ValueError, match="remedy 'ntk' rescales rotary encodings"):
+        vit("custom", encoding="ape-learned", **TINY)(big, remedy="ntk")
