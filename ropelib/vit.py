@@ -23,7 +23,7 @@ from torch import nn
 from . import remedies
 from .encodings import ENCODINGS, build_encoding
 from .options import check_types, flag, option
-from .positions import PROTOCOLS
+from .positions import PROTOCOLS, grid_centre
 
 PRESETS = {  # embed_dim, depth, num_heads
     "tiny": dict(embed_dim=192, depth=12, num_heads=3),
@@ -60,6 +60,8 @@ class ViTConfig:
     drop_path: float = option(0.0, "stochastic depth, rising linearly to this over the blocks")
     dropout: float = option(0.0, "dropout")
     position_jitter: float = option(0.0, "training-time jitter of rotary positions, in patches (ComRoPE)")
+    position_augment: dict = option(help="training-time coordinate augmentation of DINOv3, e.g. '{rescale: 2.0}' "
+                                         "(keys shift, jitter, rescale; ropelib.remedies.dinov3_coords)", factory=dict)
 
     def __post_init__(self):
         problems = check_types(self)
@@ -75,6 +77,9 @@ class ViTConfig:
             problems.append("--drop-path and --dropout must lie in [0, 1)")
         if self.position_jitter < 0:
             problems.append(f"--position-jitter must be >= 0, got {self.position_jitter}")
+        unknown = sorted(set(self.position_augment) - {"shift", "jitter", "rescale"})
+        if unknown:
+            problems.append(f"--position-augment: unknown key(s) {', '.join(unknown)}; use shift, jitter, rescale")
         if self.mlp_ratio <= 0:
             problems.append(f"--mlp-ratio must be positive, got {self.mlp_ratio}")
         if self.encoding not in ENCODINGS:
@@ -265,10 +270,14 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"ViT: unknown position protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         first = rotary[0]
         pos = first.positions(h, w, protocol=protocol, device=device)
-        if self.training and self.config.position_jitter > 0:
-            # prefix tokens (ComRoPE's CLS at the centre) placed from the unjittered grid
+        jitter, augment = self.config.position_jitter, self.config.position_augment
+        if self.training and (jitter > 0 or augment):
+            # prefix tokens (ComRoPE's CLS at the centre) placed from the unperturbed grid
             prefix = first.full_positions(pos)[: self.num_prefix_tokens]
-            pos = torch.cat((prefix, _jitter(pos, h, w, self.config.position_jitter)))
+            patches = _jitter(pos, h, w, jitter) if jitter > 0 else pos
+            if augment:  # DINOv3: one random shift/aspect/scale of the whole grid, about its centre
+                patches = remedies.dinov3_coords(patches, centre=grid_centre(pos)[0], **augment)
+            pos = torch.cat((prefix, patches))
         table = None
         if not first.learnable:
             table = first.table(pos, complete=pos.shape[0] == h * w + self.num_prefix_tokens and

@@ -240,3 +240,20 @@ def test_resolution_remedies_are_an_argument_of_the_forward(encoding):
                 assert not torch.allclose(model(big, remedy=remedy), model(big, protocol="extrapolate"), atol=1e-4)
     with pytest.raises(ValueError, match="remedy 'ntk' rescales rotary encodings"):
         vit("custom", encoding="ape-learned", **TINY)(big, remedy="ntk")
+
+
+def test_dinov3_coordinate_augmentation_in_training_only():
+    torch.manual_seed(0)
+    model = vit("custom", encoding="axial", position_augment={"rescale": 2.0, "shift": 0.5}, **TINY)
+    x = torch.randn(2, 3, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x))  # evaluation: the plain grid
+        pos, _ = model.rotary_positions(4, 4)
+        torch.testing.assert_close(pos, model.rotary_encodings[0].positions(4, 4))
+        model.train()
+        augmented, _ = model.rotary_positions(4, 4)
+    assert augmented.shape == (17, 2) and not torch.allclose(augmented[1:], pos)
+    torch.testing.assert_close(augmented[0], torch.zeros(2))  # CLS stays unrotated
+    with pytest.raises(ValueError, match="--position-augment: unknown key"):
+        ViTConfig(position_augment={"scale": 2.0})
