@@ -19,3 +19,14 @@ def test_bench_runs_in_smoke_mode_and_writes_json(tmp_path, monkeypatch, capsys)
     assert record["provenance"]["environment"]["torch"]
     assert record["provenance"]["smoke"] is True
     assert "x copy" in capsys.readouterr().out
+
+
+def test_targets_of_the_issues():
+    """Mixed no slower than timm and <= 3x the copy floor; the commuting ComRoPE variants cost
+    what Mixed costs (<= 1.5x); LieRE, with an exponential per token, <= 4x Mixed."""
+    assert bench.TARGETS[("mixed", "timm")] == 1.0 and bench.TARGETS[("mixed", "copy")] == 3.0
+    assert bench.TARGETS[("comrope-ap", "mixed")] == bench.TARGETS[("comrope-ld", "mixed")] == 1.5
+    assert bench.TARGETS[("liere", "mixed")] == 4.0
+    table = bench.format_table({"copy": 1.0, "mixed": 2.0, "timm-mixed": 4.0, "comrope-ap": 2.9, "comrope-ld": 3.1},
+                               "t")
+    assert "ok (<= 1.5x mixed)" in table.splitlines()[3] and "MISSED (<= 1.5x mixed)" in table.splitlines()[4]

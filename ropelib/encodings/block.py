@@ -1,14 +1,24 @@
 """Rotations from the exponential map of block-diagonal generators: LieRE and ComRoPE.
 
 ``R(p) = exp(sum_i p_i A_i)`` with skew-symmetric ``A_i`` made of ``m = d/b`` blocks of size
-``b x b``. The exponential of a block-diagonal matrix is block-diagonal, so the fast path
-exponentiates the ``b x b`` blocks (:func:`ropelib.linalg.expm`, float32, once per call for
-queries and keys together) and applies them blockwise (:func:`rotate_blocks`).
+``b x b``. The exponential of a block-diagonal matrix is block-diagonal, so the fast paths build a
+table of ``b x b`` blocks per (head, token, block), ``(H, N, m, b, b)``, once per call for queries
+and keys together, and apply it blockwise (:class:`_BlockProduct`):
 
 * ``liere`` (Ostmeier et al. 2025): the blocks are free. For ``b >= 3`` they generally do not
-  commute, and the encoding is not exactly relative. ``b = 2`` is Mixed RoPE.
+  commute, and the encoding is not exactly relative. ``b = 2`` is Mixed RoPE. One matrix
+  exponential per (head, token, block): :func:`ropelib.linalg.expm`, which chooses each block's
+  squarings on the device (no host sync).
 * ``comrope-ap`` and ``comrope-ld`` (Yu et al. 2025): the blocks are constrained to commute
-  (ComRoPE Theorem 1: then and only then ``R(p)^T R(p') = R(p' - p)``).
+  (ComRoPE Theorem 1: then and only then ``R(p)^T R(p') = R(p' - p)``). By construction, block
+  ``j`` of head ``h`` is ``exp(t_j(p) S_hj)`` for one skew ``S_hj`` and a scalar ``t_j(p)`` linear in
+  ``p``, so one eigendecomposition per ``S_hj`` and forward gives every token's block as planar
+  rotations by ``t_j(p) lam_k`` in the eigenbasis of ``S_hj``: the Mixed-RoPE form of commuting
+  generators (ComRoPE's theory appendix). :func:`ropelib.linalg.expm_skew_scaled` does it, a few
+  dozen 8x8 decompositions instead of thousands of exponentials.
+
+Every variant keeps the definition's dense path, ``_dense_rotation_table`` (one exponential per
+token and block): LieRE's only path, ComRoPE's under ``torch.compile`` and in the tests.
 """
 
 from __future__ import annotations
@@ -18,13 +28,112 @@ import math
 import torch
 from torch import nn
 
-from ..linalg import block_diagonal, expm, skew_from_upper
+from ..linalg import block_diagonal, expm, expm_skew_scaled, skew_from_upper
 from .base import RotaryEncoding, _is_int
 from .kernels import rotate_blocks
 
+# Blocks are applied in groups of at most this many channels: 2 blocks of 8 as one 16x16
+# block-diagonal matrix. Larger groups waste products on the zeros, smaller ones pay the
+# per-matrix overhead of batched BLAS calls (CPU, ViT-S, one thread, forward: ~55 ms for 8,
+# ~43 ms for 16, ~39 ms for 32 channels per group, on a noisy machine).
+_GROUP_CHANNELS = 16
+# On the CPU, torch.bmm writes a strided ``out=`` one matrix at a time (a gemm call each, threaded
+# by itself: with 2 threads on a shared 2-core machine, 2 s instead of 35 ms); with a contiguous
+# result it makes one batched gemm call. So the groups go through a contiguous buffer of about
+# this many bytes, small enough to stay in cache until it is copied to its place in the output.
+_CPU_BUFFER_BYTES = 4 << 20
+
+
+def _blocks_per_group(num_blocks: int, block_size: int) -> int:
+    """The largest divisor ``k`` of ``num_blocks`` with ``k * block_size <= 16`` (at least 1)."""
+    return max(k for k in range(1, num_blocks + 1)
+               if num_blocks % k == 0 and (k == 1 or k * block_size <= _GROUP_CHANNELS))
+
+
+class _BlockProduct(torch.autograd.Function):
+    """``out[..., h, n, j*b:(j+1)*b] = blocks[h, n, j] @ x[..., h, n, j*b:(j+1)*b]``.
+
+    ``x`` ``(..., H, N, m*b)``, ``blocks`` ``(H, N, m, b, b)``. The product of :func:`rotate_blocks`,
+    computed by three batched matrix products that read ``x`` and the gradient at their own
+    strides: with ``x`` viewed as ``(S, H*N*m/k, k*b)`` (``S`` the leading batch), every group of
+    ``k`` blocks is one ``(S, kb) @ (kb, kb)`` product. ``rotate_blocks``' einsum instead copies
+    ``x``, its output and, backward, the gradient into another layout and back (about 1.5x the
+    time, forward and backward, on the CPU at ViT-S shapes). Once differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x, blocks, per_group):
+        H, N, m, b, _ = blocks.shape
+        x = x.contiguous()
+        grouped = block_diagonal(blocks.to(x.dtype).unflatten(2, (m // per_group, per_group)))
+        grouped = grouped.reshape(-1, per_group * b, per_group * b)  # (H*N*m/k, kb, kb)
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        with torch.autocast(x.device.type, enabled=False):  # dtypes are explicit; out= and autocast do not mix
+            _bmm_into(_rows(out, grouped), _rows(x, grouped), grouped.mT)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, grouped)
+        ctx.per_group, ctx.blocks_shape, ctx.blocks_dtype = per_group, blocks.shape, blocks.dtype
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, grouped = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_blocks = None
+        with torch.autocast(grad.device.type, enabled=False):
+            if ctx.needs_input_grad[0]:
+                grad_x = torch.empty_like(grad, memory_format=torch.contiguous_format)
+                _bmm_into(_rows(grad_x, grouped), _rows(grad, grouped), grouped)
+            if ctx.needs_input_grad[1]:
+                # d out_s / d M = g_s x_s^T summed over the S rows; only the diagonal blocks of
+                # each group are parameters.
+                full = torch.bmm(_rows(grad, grouped).mT, _rows(x, grouped))  # (H*N*m/k, kb, kb)
+                H, N, m, b, _ = ctx.blocks_shape
+                k = ctx.per_group
+                full = full.view(H, N, m // k, k, b, k, b)
+                grad_blocks = full.diagonal(dim1=3, dim2=5).movedim(-1, 3).reshape(H, N, m, b, b)
+                grad_blocks = grad_blocks.to(ctx.blocks_dtype)
+        return grad_x, grad_blocks, None
+
+
+def _rows(t: torch.Tensor, grouped: torch.Tensor) -> torch.Tensor:
+    """``(groups, S, kb)``: a contiguous ``(S, ..., H, N, d)`` tensor seen group by group (a view)."""
+    return t.view(-1, grouped.shape[0], grouped.shape[-1]).transpose(0, 1)
+
+
+def _bmm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, chunk: int | None = None) -> None:
+    """``out[i] = a[i] @ b[i]`` for a strided ``out`` ``(groups, S, kb)`` (a view of the output).
+
+    On the CPU through a contiguous buffer, ``chunk`` groups at a time (default: about 4 MiB),
+    so that every product is one batched gemm call (see ``_CPU_BUFFER_BYTES``); elsewhere (cuBLAS
+    takes the strides as they are) in one call, unless ``chunk`` is given.
+    """
+    if chunk is None:
+        if out.device.type != "cpu":
+            torch.bmm(a, b, out=out)
+            return
+        chunk = max(1, _CPU_BUFFER_BYTES // (out.shape[1] * out.shape[2] * out.element_size()))
+    buffer = out.new_empty((min(chunk, out.shape[0]), *out.shape[1:]))
+    for start in range(0, out.shape[0], chunk):
+        stop = min(start + chunk, out.shape[0])
+        part = buffer[: stop - start]
+        torch.bmm(a[start:stop], b[start:stop], out=part)
+        out[start:stop].copy_(part)
+
+
+def apply_blocks(x: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """Apply ``b x b`` blocks ``(H or 1, N, m, b, b)`` to ``x`` ``(..., H, N, m*b)``: :func:`rotate_blocks`,
+    faster (:class:`_BlockProduct`). Under ``torch.compile`` it is ``rotate_blocks``, which the
+    compiler fuses itself (and which needs no ``out=`` into strided views)."""
+    if torch.compiler.is_compiling():
+        return rotate_blocks(x, blocks)
+    m, b = blocks.shape[-3], blocks.shape[-1]
+    blocks = blocks.expand(x.shape[-3], *blocks.shape[1:])
+    return _BlockProduct.apply(x, blocks, _blocks_per_group(m, b))
+
 
 class BlockRotary(RotaryEncoding):
-    """Shared machinery: block generators ``(axes, H, m, b, b)`` -> ``expm`` -> :func:`rotate_blocks`.
+    """Shared machinery: block generators ``(axes, H, m, b, b)`` -> blocks ``(H, N, m, b, b)`` -> :func:`apply_blocks`.
 
     Args:
         block_size: ``b``, the size of the blocks; ``head_dim`` must be a multiple of it.
@@ -48,12 +157,27 @@ class BlockRotary(RotaryEncoding):
         """``(axes, H or 1, m, b, b)`` skew-symmetric blocks of the generators."""
         raise NotImplementedError
 
+    def commuting_factors(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For commuting generators, ``(S, t)`` with ``sum_c pos[n, c] A_c`` block ``(h, j)`` equal to
+        ``t[., j, n] * S[h, j]``: ``S`` ``(H, m, b, b)`` skew, ``t`` ``(H or 1, m, N)``. ``None``: no such
+        factorisation (LieRE)."""
+        return None
+
     def _rotation_table(self, pos):
+        factors = None if torch.compiler.is_compiling() else self.commuting_factors(pos)
+        if factors is None:
+            return self._dense_rotation_table(pos)
+        # float64 inside (a few dozen b x b matrices and an (N, m) table of scalars), float32 out.
+        skew, scale = factors
+        return expm_skew_scaled(skew, scale, dtype=pos.dtype).transpose(1, 2)  # (H, N, m, b, b)
+
+    def _dense_rotation_table(self, pos):
+        """The definition, block by block: ``expm`` of every token's generator blocks, ``(H, N, m, b, b)``."""
         blocks = self.block_generators().to(pos.dtype)
-        return expm(torch.einsum("nc,chmij->hnmij", pos, blocks))  # (H, N, m, b, b)
+        return expm(torch.einsum("nc,chmij->hnmij", pos, blocks))
 
     def _rotate_with(self, x, blocks):
-        return rotate_blocks(x, blocks)
+        return apply_blocks(x, blocks)
 
     def generators(self) -> torch.Tensor:
         blocks = self.block_generators()
@@ -120,6 +244,12 @@ class ComRoPEAP(BlockRotary):
         P = self.angle_matrices
         return self.axis_mask * (P - P.transpose(-1, -2)).unsqueeze(0)
 
+    def commuting_factors(self, pos):
+        # Block j turns with its own axis only: t_j(p) = p[axis(j)].
+        P = self.angle_matrices.double()
+        scale = pos.double() @ self.axis_mask.view(self.axes, self.num_blocks).double()  # (N, m)
+        return P - P.mT, scale.T.unsqueeze(0)
+
 
 class ComRoPELD(BlockRotary):
     """ComRoPE-LD, "linearly dependent" (Yu et al. 2025, prop. 3, eq. 10).
@@ -149,3 +279,9 @@ class ComRoPELD(BlockRotary):
         P = self.angle_matrices
         skew = (P - P.transpose(-1, -2)).unsqueeze(0)  # (1, H, m, b, b)
         return self.axis_scales.view(self.axes, 1, self.num_blocks, 1, 1) * skew
+
+    def commuting_factors(self, pos):
+        # Every axis scales block j's one skew matrix: t_j(p) = sum_c theta_cj p_c.
+        P = self.angle_matrices.double()
+        scale = pos.double() @ self.axis_scales.double()  # (N, m)
+        return P - P.mT, scale.T.unsqueeze(0)
