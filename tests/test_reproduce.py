@@ -19,7 +19,7 @@ RESULT = ROOT / "results" / "synthetic-sweep" / "synthetic-cpu-axial-seed0" / "r
 
 def recorded_config(saved: dict, out_dir: Path) -> TrainConfig:
     config = saved["config"]
-    if "model" in config:  # the current format: the whole config, model nested
+    if isinstance(config.get("model"), dict):  # the current format: the whole config, model nested
         recorded = TrainConfig.from_dict(config)
         return TrainConfig.from_dict({**recorded.to_dict(), "out_dir": str(out_dir), "progress": False})
     # runs made before the model's config was nested record the same fields flat
