@@ -134,8 +134,9 @@ def test_resume_in_the_middle_of_an_epoch_gives_the_same_weights(tmp_path, unint
     _assert_same_weights(_weights(tmp_path / "run" / "model.pt"), uninterrupted)
 
 
-def test_sigterm_saves_a_checkpoint_and_the_run_continues_exactly(tmp_path, uninterrupted):
-    """A cluster's time limit (SIGTERM) or Ctrl-C: checkpoint, a clear message, exit 128 + signal."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_saves_a_checkpoint_and_the_run_continues_exactly(tmp_path, uninterrupted, stop):
+    """A cluster's time limit (SIGTERM) or Ctrl-C (SIGINT): checkpoint, a clear message, exit 128 + signal."""
     process = subprocess.Popen(_cli(tmp_path, "run"), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
     metrics = tmp_path / "run" / "metrics.jsonl"
@@ -143,10 +144,10 @@ def test_sigterm_saves_a_checkpoint_and_the_run_continues_exactly(tmp_path, unin
     while time.time() < deadline and process.poll() is None and not metrics.exists():
         time.sleep(0.02)  # wait for the first epoch to end (signal handlers are installed by then)
     assert process.poll() is None, "the run finished before it could be stopped"
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr
-    assert "stopped by SIGTERM" in stderr and "checkpoint saved" in stderr and "Traceback" not in stderr
+    assert process.returncode == 128 + stop, stderr
+    assert f"stopped by {stop.name}" in stderr and "checkpoint saved" in stderr and "Traceback" not in stderr
     state = ckpt.load(tmp_path / "run" / "checkpoint.pt")
     assert state["step"] > 40  # saved at the stop, not at the last epoch end
     resumed = subprocess.run(_cli(tmp_path, "run"), env=ENV, capture_output=True, text=True)
