@@ -46,7 +46,8 @@ def check_site(html: Path, smoke: bool) -> None:
     assert 'class="caption-number"' in graph and "flow chart" in ALT.search(graph).group(1)
     # the execution statistics say in which mode the notebooks ran
     execution = (html / "book" / "execution.html").read_text()
-    assert ("smoke mode" in execution) == smoke and ("full size" in execution) == (not smoke)
+    assert ("every notebook ran tiny" in execution) == smoke
+    assert ("every notebook ran at the sizes a reader gets" in execution) == (not smoke)
     # bibliography labels are the author-year form of the citations in the text
     bibliography = (html / "book" / "bibliography.html").read_text()
     assert "Su et al., 2024" in bibliography and "van de Geijn et al., 2025" in bibliography
