@@ -126,6 +126,8 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> TrainConfig:
         """Rebuild a recorded config (``to_dict()``, as stored in checkpoints and results)."""
         values = dict(values)
+        if not isinstance(values.get("model", {}), (dict, ViTConfig)):
+            values = _nest_legacy(values)
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(unknown)} in a recorded config")
@@ -184,6 +186,20 @@ class TrainConfig:
         if self.randaugment and self.data_on_device == "yes":
             p.append("--randaugment runs on DataLoader workers: set --data-on-device no (or auto)")
         return p
+
+
+def _nest_legacy(values: dict) -> dict:
+    """A config recorded before the model's fields were nested (ropelib before commit e890587):
+    ``model`` was the preset's name, the model fields sat at the top level, and the protocol was
+    a model setting (now an argument of the forward)."""
+    values = dict(values)
+    model_names = {f.name for f in dataclasses.fields(ViTConfig)}
+    model = {k: values.pop(k) for k in list(values) if k in model_names and k != "model"}
+    values["preset"] = values.pop("model")
+    values.pop("position_protocol", None)
+    base = dataclasses.asdict(default_model(values["preset"]))
+    values["model"] = {**base, **{k: v for k, v in model.items() if v is not None or k == "head_dim"}}
+    return values
 
 
 # -- recipes ---------------------------------------------------------------------------------------------

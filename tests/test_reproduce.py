@@ -40,3 +40,15 @@ def test_a_committed_synthetic_result_reproduces(tmp_path, monkeypatch):
             assert ours["top1"] == accuracy["top1"], size  # same CPU, one thread: bit for bit
         else:  # another CPU's vector units round differently; the training lands close, not identical
             assert abs(ours["top1"] - accuracy["top1"]) < 3.0, (size, ours, accuracy)
+
+
+def test_configs_recorded_before_the_model_was_nested_still_load():
+    """Checkpoints and results written by the earlier flat layout rebuild the same model."""
+    flat = json.loads(RESULT.read_text())["config"] if RESULT.exists() else None
+    if flat is None:
+        pytest.skip("the committed sweep result is not in this checkout")
+    config = TrainConfig.from_dict(flat)
+    assert config.preset == flat["model"] == "custom"
+    for name in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "head_dim", "encoding"):
+        assert getattr(config.model, name) == flat[name], name
+    assert config.epochs == flat["epochs"] and config.seed == flat["seed"]
