@@ -30,7 +30,7 @@ from .positions import PROTOCOLS
 from .provenance import provenance, write_json
 from .remedies import REMEDIES
 from .smoke import is_smoke
-from .vit import VisionTransformer, from_timm
+from .vit import ViTConfig, VisionTransformer, from_timm
 
 
 @torch.no_grad()
@@ -71,7 +71,11 @@ def load_model(path: str | Path) -> tuple[VisionTransformer, TrainConfig]:
         raise ValueError(f"{path} is a PyTorch file but not a ropelib model.pt or checkpoint.pt; give the "
                          "model.pt of a run folder")
     if "vit_config" in state:
-        config, weights = TrainConfig.from_dict(state["train_config"]), state["state_dict"]
+        # the model as it was built (older files record the class count only here)
+        known = {f.name for f in dataclasses.fields(ViTConfig)}
+        built = ViTConfig(**{k: v for k, v in state["vit_config"].items() if k in known})
+        config = dataclasses.replace(TrainConfig.from_dict(state["train_config"]), model=built)
+        weights = state["state_dict"]
     else:
         config, weights = TrainConfig.from_dict(state["config"]), state["model"]
     model = VisionTransformer(config.model)
