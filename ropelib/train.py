@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -225,11 +226,12 @@ class Trainer:
     def fit(self) -> dict:
         """Train to the last epoch (or ``max_steps``), then evaluate and write the results."""
         start = time.time()
-        if self.finished and self.folder.finished_results() is not None:
+        recorded = self.folder.finished_results() if self.finished else None
+        if recorded is not None:
             self._say(f"{self.folder.path} is finished; its results are in {self.folder.file('results.json')} "
                       f"(other test resolutions: python -m ropelib.evaluate {self.folder.file('model.pt')} "
                       "--resolutions ...)")
-            return self.folder.finished_results()
+            return recorded
         self.last_checkpoint = time.time()
         with self._stop_on_signals():
             while not self.finished and not self._max_steps_reached():
@@ -475,7 +477,7 @@ def main(argv=None) -> int:
         return _fail(parser, error, 1)
     except Interrupted as error:
         return _fail(parser, error, error.exit_code)
-    if distributed_rank() == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"run": results["run"], "accuracy": results["accuracy"],
                           "images_per_second": results["throughput_images_per_second"]}))
     return 0
@@ -484,12 +486,6 @@ def main(argv=None) -> int:
 def _fail(parser, error: Exception, code: int) -> int:
     print(f"{parser.prog}: error: {error}", file=sys.stderr)
     return code
-
-
-def distributed_rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from torch import nn
 
 from . import remedies
 from .encodings import ENCODINGS, build_encoding
+from .encodings.base import HeadDimError
 from .options import check_types, flag, option
 from .positions import PROTOCOLS, grid_centre
 
@@ -123,14 +124,11 @@ class ViTConfig:
                     build_encoding(self.encoding, self.embed_dim, 1, train_grid=self.grid, **self.encoding_options)
                 if self.ape is not None:
                     build_encoding(self.ape, self.embed_dim, 1, train_grid=self.grid, **self.ape_options)
+        except HeadDimError as error:
+            need = error.divisor
+            return [f"{error} (set --head-dim, e.g. {need * max(1, round(self.dim_per_head / need))})"]
         except (ValueError, TypeError) as error:
-            message = str(error)
-            if "head_dim" in message and "divisible" in message:
-                need = int(message.split("divisible by ")[1].split()[0])
-                message += f" (set --head-dim, e.g. {need * max(1, round(self.dim_per_head / need))})"
-            elif "option" in message:
-                message += " (--encoding-options)"
-            return [message]
+            return [f"{error} (--encoding-options)" if "option" in str(error) else str(error)]
         return []
 
     @property
@@ -269,19 +267,16 @@ class VisionTransformer(nn.Module):
         if protocol not in PROTOCOLS:
             raise ValueError(f"ViT: unknown position protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         first = rotary[0]
-        pos = first.positions(h, w, protocol=protocol, device=device)
+        grid = first.positions(h, w, protocol=protocol, device=device)
+        # every token's position, prefix tokens (ComRoPE's CLS at the centre) from the unperturbed grid
+        pos = first.full_positions(grid)
         jitter, augment = self.config.position_jitter, self.config.position_augment
         if self.training and (jitter > 0 or augment):
-            # prefix tokens (ComRoPE's CLS at the centre) placed from the unperturbed grid
-            prefix = first.full_positions(pos)[: self.num_prefix_tokens]
-            patches = _jitter(pos, h, w, jitter) if jitter > 0 else pos
+            patches = _jitter(grid, h, w, jitter) if jitter > 0 else grid
             if augment:  # DINOv3: one random shift/aspect/scale of the whole grid, about its centre
-                patches = remedies.dinov3_coords(patches, centre=grid_centre(pos)[0], **augment)
-            pos = torch.cat((prefix, patches))
-        table = None
-        if not first.learnable:
-            table = first.table(pos, complete=pos.shape[0] == h * w + self.num_prefix_tokens and
-                                self.num_prefix_tokens > 0)
+                patches = remedies.dinov3_coords(patches, centre=grid_centre(grid)[0], **augment)
+            pos = torch.cat((pos[: self.num_prefix_tokens], patches))
+        table = None if first.learnable else first.table(pos, complete=True)
         return pos, table
 
     def forward_features(self, images: torch.Tensor, protocol: str = "native", remedy: str = "none",

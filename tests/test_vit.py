@@ -250,10 +250,11 @@ def test_dinov3_coordinate_augmentation_in_training_only():
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x))  # evaluation: the plain grid
         pos, _ = model.rotary_positions(4, 4)
-        torch.testing.assert_close(pos, model.rotary_encodings[0].positions(4, 4))
+        enc = model.rotary_encodings[0]
+        torch.testing.assert_close(pos, enc.full_positions(enc.positions(4, 4)))
         model.train()
         augmented, _ = model.rotary_positions(4, 4)
-    assert augmented.shape == (17, 2) and not torch.allclose(augmented[1:], pos)
+    assert augmented.shape == (17, 2) and not torch.allclose(augmented[1:], pos[1:])
     torch.testing.assert_close(augmented[0], torch.zeros(2))  # CLS stays unrotated
     with pytest.raises(ValueError, match="--position-augment: unknown key"):
         ViTConfig(position_augment={"scale": 2.0})

@@ -27,6 +27,14 @@ from ..positions import check_convention, grid_centre, patch_positions, sequence
 PREFIX_POSITIONS = ("none", "centre")
 
 
+class HeadDimError(ValueError):
+    """A head_dim the encoding cannot split; ``divisor`` is what it must be a multiple of."""
+
+    def __init__(self, message: str, divisor: int):
+        super().__init__(message)
+        self.divisor = divisor
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -80,9 +88,9 @@ class PositionEncoding(nn.Module):
 
     def _require_divisible(self, divisor: int, why: str) -> None:
         if self.head_dim % divisor:
-            raise ValueError(
+            raise HeadDimError(
                 f"{self.name}: head_dim={self.head_dim} must be divisible by {divisor} ({why}); "
-                f"choose a head_dim that is a multiple of {divisor}"
+                f"choose a head_dim that is a multiple of {divisor}", divisor
             )
 
     def positions(self, *grid: int, protocol: str = "native", device=None) -> torch.Tensor:
