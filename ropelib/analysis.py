@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig
-from .encodings import ComRoPEAP, ComRoPELD, PlanarRotary, RotaryEncoding, SphericalRoPE
+from .encodings import BlockRotary, ComRoPEAP, ComRoPELD, PlanarRotary, RotaryEncoding, SphericalRoPE
 from .positions import patch_positions, position_step
 from .vit import VisionTransformer
 
@@ -138,18 +138,25 @@ def axis_angle(vectors: torch.Tensor) -> torch.Tensor:
 
 
 def commutator_norms(encoding: RotaryEncoding) -> torch.Tensor:
-    """``(H,)``: ``||[A_x, A_y]||_F / (sqrt(2) ||A_x||_F ||A_y||_F)`` per head, in [0, 1].
+    """``(H, m)``: ``||[A_x, A_y]||_F / (sqrt(2) ||A_x||_F ||A_y||_F)`` per head and block, in [0, 1].
 
-    ``A_x``, ``A_y`` are the head's dense generators (scaled to radians per patch, which the ratio
-    does not see). The commutator decides relativity: ``R(p)^T R(p')`` depends on ``p' - p`` only if
-    it is zero (ComRoPE, Yu et al. 2025, theorem 1); LieRE (Ostmeier et al. 2025) does not constrain
-    it. The ratio is scale-free (multiplying a generator by a number leaves it unchanged), so it
-    compares layers, seeds and encodings whose frequencies differ; by the Böttcher-Wenzel
-    inequality ``||XY - YX||_F <= sqrt(2) ||X||_F ||Y||_F`` it never exceeds 1. Zero for every
-    encoding with commuting generators; a head whose generator of one axis is zero gives 0.
+    ``A_x``, ``A_y`` are the blocks of the head's generators (LieRE and ComRoPE: the ``m = d/b``
+    blocks ``b x b``; other encodings: one block, the dense ``d x d`` generators, ``m = 1``). The
+    commutator decides relativity: ``R(p)^T R(p')`` depends on ``p' - p`` only if it is zero
+    (ComRoPE, Yu et al. 2025, theorem 1); LieRE (Ostmeier et al. 2025) does not constrain it.
+
+    Normalisation: the ratio is scale-free (scaling a generator, or changing the position units,
+    leaves it unchanged), so it compares layers, seeds and encodings whose frequencies differ; by
+    the Böttcher-Wenzel inequality ``||XY - YX||_F <= sqrt(2) ||X||_F ||Y||_F`` it is at most 1.
+    Per block, because a block-diagonal rotation is independent rotations of its blocks: the
+    dense ratio of ``m`` similar blocks would be about ``1/sqrt(m)`` of theirs. Zero for commuting
+    generators, and where one axis's block is zero.
     """
     with torch.no_grad():
-        A = encoding.generators().double()  # (2, H, d, d)
+        if isinstance(encoding, BlockRotary):
+            A = encoding.block_generators().double().expand(-1, encoding.num_heads, -1, -1, -1)  # (2, H, m, b, b)
+        else:
+            A = encoding.generators().double().unsqueeze(2)  # (2, H, 1, d, d)
     Ax, Ay = A[0], A[1]
     commutator = torch.linalg.matrix_norm(Ax @ Ay - Ay @ Ax)
     scale = math.sqrt(2) * torch.linalg.matrix_norm(Ax) * torch.linalg.matrix_norm(Ay)

@@ -85,7 +85,7 @@ def test_commuting_encodings_have_zero_commutator_and_are_relative(name):
 def test_liere_commutator_is_positive_bounded_and_scale_free():
     enc = encoding("liere")
     c = analysis.commutator_norms(enc)
-    assert (c > 0.01).all() and (c <= 1).all()
+    assert c.shape == (2, 6) and (c > 0.01).all() and (c <= 1).all()
     with torch.no_grad():
         enc.generator_entries.mul_(3.0)
     torch.testing.assert_close(analysis.commutator_norms(enc), c)
@@ -96,7 +96,7 @@ def test_commutator_of_one_spherical_triplet_is_one_half():
     # roll and yaw of unit speed: [ROLL, YAW] is the third so(3) generator, ||.||_F = sqrt(2),
     # and ||ROLL||_F = ||YAW||_F = sqrt(2): sqrt(2) / (sqrt(2) * 2) = 1/2
     enc = build_encoding("spherical", 3, 1, train_grid=GRID, theta=100.0)
-    torch.testing.assert_close(analysis.commutator_norms(enc), torch.tensor([0.5], dtype=torch.float64))
+    torch.testing.assert_close(analysis.commutator_norms(enc), torch.tensor([[0.5]], dtype=torch.float64))
 
 
 def test_uniform_attention_distance_of_a_two_by_two_grid():
