@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
 import os
 import typing
 from dataclasses import dataclass
@@ -233,8 +234,11 @@ def read_recipe(name_or_path: str) -> tuple[dict, dict]:
         path = RECIPE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown recipe {name_or_path!r}; available: {', '.join(available_recipes())} "
-                         "(or the path of a .yaml file)")
-    values = yaml.safe_load(path.read_text()) or {}
+                         "(or the path of a .yaml file, or of a run's config.json or results.json)")
+    if path.suffix == ".json":  # not YAML: YAML 1.1 reads JSON's 1e-06 as a string
+        values = _recorded(json.loads(path.read_text()))
+    else:
+        values = yaml.safe_load(path.read_text()) or {}
     model = values.pop("model", {}) or {}
     if not isinstance(model, dict):
         raise ValueError(f"{path}: model: must be a mapping of ViT fields")
@@ -245,6 +249,17 @@ def read_recipe(name_or_path: str) -> tuple[dict, dict]:
     _unknown(model, f"{path} (model:)")
     values.setdefault("recipe", path.stem)
     return values, model
+
+
+def _recorded(values: dict) -> dict:
+    """The recipe that re-runs a recorded run: a run folder's ``config.json``, or the ``config``
+    of its ``results.json`` (also those recorded before the model's fields were nested). The
+    class count is left out: it follows from the data set."""
+    if "provenance" in values and isinstance(values.get("config"), dict):
+        values = values["config"]
+    recorded = dataclasses.asdict(TrainConfig.from_dict(values))
+    recorded["model"].pop("num_classes", None)
+    return recorded
 
 
 def load_recipe(name_or_path: str | None = None, **overrides) -> TrainConfig:
@@ -338,8 +353,9 @@ def _add_field(group, f, kind, default) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--recipe`` and one option per field of the run and of its model (``--head-dim 60``,
     ``--no-flip``, ``--encoding-options '{learnable: true}'``)."""
-    parser.add_argument("--recipe", default=None, help="a recipe name (--list-recipes) or a .yaml path, "
-                                                       "read first; every other option overrides it")
+    parser.add_argument("--recipe", default=None, help="a recipe name (--list-recipes), a .yaml path, or "
+                        "a run's config.json or results.json (to re-run it); read first, every other "
+                        "option overrides it")
     run = parser.add_argument_group("run (ropelib.config.TrainConfig)")
     hints = typing.get_type_hints(TrainConfig)
     defaults = TrainConfig()

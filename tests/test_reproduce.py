@@ -3,6 +3,7 @@ its results.json records, gives the same numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -17,21 +18,28 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "results" / "synthetic-sweep" / "synthetic-cpu-axial-seed0" / "results.json"
 
 
-def recorded_config(saved: dict, out_dir: Path) -> TrainConfig:
-    config = saved["config"]
-    if isinstance(config.get("model"), dict):  # the current format: the whole config, model nested
-        recorded = TrainConfig.from_dict(config)
-        return TrainConfig.from_dict({**recorded.to_dict(), "out_dir": str(out_dir), "progress": False})
-    # runs made before the model's config was nested record the same fields flat
-    return load_recipe(config["recipe"], encoding=config["encoding"], encoding_options=config["encoding_options"],
-                       seed=config["seed"], out_dir=str(out_dir), progress=False)
+def recorded_config(out_dir: Path) -> TrainConfig:
+    # what `python -m ropelib.train --recipe RESULT --out-dir OUT` runs
+    return load_recipe(str(RESULT), out_dir=str(out_dir), progress=False)
+
+
+@pytest.mark.skipif(not RESULT.exists(), reason="the committed sweep result is not in this checkout")
+def test_a_results_json_is_a_recipe_that_re_runs_it(tmp_path):
+    saved = json.loads(RESULT.read_text())
+    again = recorded_config(tmp_path)
+    # the same model and training as recorded (the format is the flat one of older runs)
+    model = dataclasses.asdict(again.model)
+    shared = set(saved["model"]) & set(model) - {"num_classes"}  # fields added since are defaults
+    assert len(shared) > 15 and {k: model[k] for k in shared} == {k: saved["model"][k] for k in shared}
+    for field in ("epochs", "lr", "batch_size", "seed", "synthetic_grid", "weight_decay"):
+        assert getattr(again, field) == saved["config"][field], field
 
 
 @pytest.mark.skipif(not RESULT.exists(), reason="the committed sweep result is not in this checkout")
 def test_a_committed_synthetic_result_reproduces(tmp_path, monkeypatch):
     monkeypatch.setenv("ROPELIB_SMOKE", "0")
     saved = json.loads(RESULT.read_text())
-    results = train(recorded_config(saved, tmp_path))
+    results = train(recorded_config(tmp_path))
     recorded_cpu = saved["provenance"]["environment"]["cpu"]
     for size, accuracy in saved["accuracy"].items():
         ours = results["accuracy"][size]
