@@ -22,8 +22,10 @@ Chapter 13 reads trained models with these tools:
 
 Units. Encodings place patches in different coordinates (``ropelib.positions``: integer index,
 LieRE's [0, 1], the circular (-pi, pi), ComRoPE's (0, 1)), so a raw frequency means different
-things in different encodings. Everything here is in radians per patch of the training grid:
-the frequency times the distance between neighbouring patches in the encoding's convention.
+things in different encodings. :func:`frequency_vectors` and :func:`axis_frequencies` answer in
+radians per patch of the training grid: the frequency times the distance between neighbouring
+patches in the encoding's convention. (:func:`block_eigenvalues` keeps the encoding's units;
+the commutator ratio and the attention distance have their own.)
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ def frequency_vectors(encoding: RotaryEncoding) -> torch.Tensor:
     * ComRoPE-AP and -LD: ``K = d/2``, from :func:`block_eigenvalues`: block ``j``'s planes are
       ``lam_k e_axis(j)`` (AP) or ``lam_k (theta_xj, theta_yj)`` (LD), up to sign;
     * Spherical RoPE: ``K = d/3``, the triplet's turning speeds about its x and y axes. Its two
-      rotations do not commute, so this pair is not the frequency of one plane; it is what
-      A Circular Argument plots for learned Spherical RoPE.
+      rotations do not commute, so this pair is not the frequency of one plane; these are the
+      learned frequencies of Learned Spherical RoPE that A Circular Argument (app. I.4) discusses.
 
     LieRE has no frequency vectors (its generators do not commute, so no basis turns every plane
     by an angle linear in the position); use :func:`axis_frequencies` for it.
