@@ -1,9 +1,11 @@
 """Maintenance of the course repository: notebooks' Colab cells, student copies, offline builds.
 
-    python -m ropelib.course sync            # write every notebook's badge and setup cell from _config.yml
-    python -m ropelib.course check           # report notebooks whose cells are out of date (CI runs this)
+    python -m ropelib.course sync            # write every badge, link and setup cell from _config.yml
+    python -m ropelib.course check           # report what sync or editions would change (CI runs this)
+    python -m ropelib.course editions        # the Jupyter/Colab and student editions (editions/)
     python -m ropelib.course student OUT     # copies of the notebooks without the exercise solutions
     python -m ropelib.course build --offline # build the site with MathJax served locally (--student: no solutions)
+    python -m ropelib.course build --pdf     # the book as one PDF (Debian's TeX)
     python -m ropelib.course time [--smoke]  # execute every notebook from scratch and time it
     python -m ropelib.course figures         # redraw the book's own figures (book/*.svg)
 
@@ -17,13 +19,15 @@ installed, which need not be a checkout of the course.
 
 The repository URL lives in one place, ``repository.url`` in ``_config.yml``: the book's launch
 buttons read it, and ``sync`` writes it into each notebook's Colab badge and install cell (a
-notebook opened on Colab cannot read the book's configuration).
+notebook opened on Colab cannot read the book's configuration), into the links block of the
+README and into the editions (:mod:`ropelib.editions`), whose notebooks the badges open.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import shutil
 import subprocess
@@ -50,6 +54,13 @@ import torch
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 print(f"torch {{torch.__version__}}, device: {{device}}")'''
+# The badges open a notebook of the editions (ropelib.editions), which read well on Colab: the
+# chapters' own badges open the Jupyter edition.
+EDITIONS_FOLDER = "editions"
+DEFAULT_EDITION = "jupyter"
+# The README's block of links, between these two lines, is written by `sync`.
+LINKS_START = "<!-- course-links: written by `python -m ropelib.course sync` from _config.yml; do not edit -->"
+LINKS_END = "<!-- /course-links -->"
 # The setup cell's code is folded away and its output (versions, device) left out of the
 # site's pages ("remove-output"); on Colab and Jupyter both stay visible.
 SETUP_TAGS = [SETUP_TAG, "hide-input", "remove-output"]
@@ -126,12 +137,33 @@ def _uses_training_extras(nb: dict) -> bool:
                or "ropelib.vit" in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
 
 
+def colab_url(path_in_repository: str, root: Path | None = None, repo: tuple[str, str] | None = None) -> str:
+    """The Colab address of a notebook of the repository (``editions/jupyter/01_x.ipynb``);
+    ``repo``: ``(url, branch)`` if already read with :func:`repository`."""
+    url, branch = repo or repository(root)
+    github = url.replace("https://github.com/", "")
+    return f"https://colab.research.google.com/github/{github}/blob/{branch}/{path_in_repository}"
+
+
+def site_url(root: Path | None = None) -> str:
+    """Where the website is published, ending in ``/``: ``html.baseurl`` of ``_config.yml`` if set,
+    else the GitHub Pages address of the repository (``https://OWNER.github.io/REPO/``)."""
+    root = _root(root)
+    base = (_yaml(root / "_config.yml").get("html") or {}).get("baseurl")
+    if base:
+        return base.rstrip("/") + "/"
+    owner, _, name = repository(root)[0].replace("https://github.com/", "").partition("/")
+    if name.lower() == f"{owner.lower()}.github.io":
+        return f"https://{name.lower()}/"
+    return f"https://{owner.lower()}.github.io/{name}/"
+
+
 def expected_cells(path: Path, root: Path | None = None) -> list[dict]:
-    """The badge cell and the setup cell that ``path`` should start with."""
+    """The badge cell and the setup cell that ``path`` should start with; the badge opens the
+    chapter's Jupyter edition (``editions/jupyter/``) on Colab."""
     root = _root(root)
     url, branch = repository(root)
-    github = url.replace("https://github.com/", "")
-    colab = f"https://colab.research.google.com/github/{github}/blob/{branch}/notebooks/{path.name}"
+    colab = colab_url(f"{EDITIONS_FOLDER}/{DEFAULT_EDITION}/{path.name}", root)
     nb = json.loads(path.read_text())
     requirement = "ropelib[train]" if _uses_training_extras(nb) else "ropelib"
     badge = {"cell_type": "markdown", "id": "colab-badge", "metadata": {"tags": [BADGE_TAG, "remove-cell"]},
@@ -173,10 +205,58 @@ def sync(root: Path | None = None) -> list[Path]:
     return changed
 
 
+def readme_links(root: Path | None = None) -> str:
+    """The README's block of links (badges, website, archive, Colab), from ``_config.yml``."""
+    root = _root(root)
+    url, _ = repository(root)
+    name = url.rsplit("/", 1)[-1]
+    site = site_url(root)
+    first = notebooks(root)[0].name if notebooks(root) else "01.ipynb"
+    jupyter, student = (colab_url(f"{EDITIONS_FOLDER}/{e}/{first}", root) for e in ("jupyter", "student"))
+    return "\n".join([
+        LINKS_START,
+        f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({jupyter})",
+        f"[![Tests]({url}/actions/workflows/ci.yml/badge.svg)]({url}/actions/workflows/ci.yml)",
+        f"[![Website]({url}/actions/workflows/pages.yml/badge.svg)]({site})",
+        "",
+        f"* **Website:** <{site}>",
+        f"* **The latest release, to download**: the website as one archive, which works offline "
+        f"([{name}-site.zip]({url}/releases/latest/download/{name}-site.zip)), and the book as a PDF "
+        f"([{name}-book.pdf]({url}/releases/latest/download/{name}-book.pdf))",
+        f"* **Notebooks on Colab**: [Jupyter edition]({jupyter}) (solutions folded), "
+        f"[student edition]({student}) (no solutions)",
+        f"* **Source:** <{url}>",
+        LINKS_END,
+    ])
+
+
+def _readme_block(text: str) -> tuple[int, int] | None:
+    start, end = text.find(LINKS_START), text.find(LINKS_END)
+    return (start, end + len(LINKS_END)) if start >= 0 and end > start else None
+
+
+def sync_readme(root: Path | None = None) -> bool:
+    """Rewrite the links block of ``README.md`` (if it has one); True if it changed."""
+    root = _root(root)
+    readme = root / "README.md"
+    text = readme.read_text() if readme.is_file() else ""
+    span = _readme_block(text)
+    if span is None:
+        return False
+    new = text[:span[0]] + readme_links(root) + text[span[1]:]
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
 def check(root: Path | None = None) -> list[str]:
-    """Problems with the notebooks' Colab cells (empty when all is in order)."""
+    """Problems with the notebooks' Colab cells and the README's links (empty when all is in order)."""
     root = _root(root)
     problems = []
+    readme = (root / "README.md").read_text() if (root / "README.md").is_file() else ""
+    span = _readme_block(readme)
+    if span and readme[span[0]:span[1]] != readme_links(root):
+        problems.append(f"README.md: the links block does not match {repository(root)[0]}")
     for path in notebooks(root):
         nb = json.loads(path.read_text())
         badge, setup = expected_cells(path, root)
@@ -264,8 +344,57 @@ def student_source(out: Path, root: Path | None = None) -> Path:
     return out
 
 
+# What the PDF needs beyond requirements.txt (see latex_variant): Debian's TeX, rsvg-convert and
+# one Sphinx extension.
+PDF_DEBIAN = ("texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended "
+              "texlive-lang-english latexmk fonts-freefont-otf librsvg2-bin")
+PDF_PYPI = "sphinxcontrib-svg2pdfconverter"
+
+
+def latex_variant(config: dict) -> None:
+    """Change ``config`` (a loaded ``_config.yml``) so that ``jupyter-book build --builder pdflatex``
+    makes the book's PDF with Debian's TeX (:data:`PDF_DEBIAN`, about 300 MB to download):
+
+    * XeLaTeX (the text has Unicode: ×, ±, ≈) with Sphinx's own LaTeX class: jupyter-book's
+      class (``use_jupyterbook_latex``) needs ``bbm.sty``, which only the 1.4 GB
+      ``texlive-fonts-extra`` has, and defines ``\\RR`` itself;
+    * the MathJax macros of ``mathjax3_config`` as LaTeX ``\\newcommand``s;
+    * SVG figures converted to PDF by ``rsvg-convert`` (``sphinxcontrib.rsvgconverter``).
+    """
+    sphinx = config.setdefault("sphinx", {})
+    sphinx_config = sphinx.setdefault("config", {})
+    latex = config.setdefault("latex", {})
+    latex.update(latex_engine="xelatex", use_jupyterbook_latex=False)
+    latex.setdefault("latex_documents", {}).setdefault("targetname", "book.tex")
+    macros = sphinx_config.get("mathjax3_config", {}).get("tex", {}).get("macros", {})
+    preamble = []
+    for name, body in macros.items():
+        body, arguments = (body[0], f"[{body[1]}]") if isinstance(body, list) else (body, "")
+        preamble.append(f"\\newcommand{{\\{name}}}{arguments}{{{body}}}")
+    elements = sphinx_config.setdefault("latex_elements", {})
+    elements["preamble"] = "\n".join(filter(None, [elements.get("preamble", "")] + preamble))
+    extensions = sphinx.setdefault("extra_extensions", [])
+    if "sphinxcontrib.rsvgconverter" not in extensions:
+        extensions.append("sphinxcontrib.rsvgconverter")
+
+
+def pdf_path(root: Path | None = None) -> Path:
+    """Where ``build(pdf=True)`` writes the book's PDF."""
+    return _root(root) / "_build" / "latex" / "book.pdf"
+
+
+def _check_pdf_tools() -> None:
+    import importlib.util
+
+    missing = [tool for tool in ("xelatex", "latexmk", "rsvg-convert") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"the PDF needs {', '.join(missing)}: apt-get install {PDF_DEBIAN}")
+    if importlib.util.find_spec("sphinxcontrib.rsvgconverter") is None:
+        raise SystemExit(f"the PDF needs the SVG converter: pip install {PDF_PYPI}")
+
+
 def build(root: Path | None = None, offline: bool = False, student: bool = False, mathjax_dir: Path | None = None,
-          extra: list[str] | None = None) -> int:
+          extra: list[str] | None = None, pdf: bool = False) -> int:
     """Build the site with variations of ``_config.yml``, written to ``_build/_config_variant.yml``.
 
     * ``offline``: MathJax 3 served from the site's own ``_static`` folder, so that maths renders
@@ -274,6 +403,8 @@ def build(root: Path | None = None, offline: bool = False, student: bool = False
     * ``student``: exercise solutions left out: the site is built from a copy of the sources
       whose notebooks have no solutions (:func:`student_source`, in ``_build/student/source``),
       into ``_build/student/_build/html`` (:func:`student_site`).
+    * ``pdf``: the book as one PDF (:func:`latex_variant`), in ``_build/latex/book.pdf``
+      (:func:`pdf_path`; under ``_build/student`` with ``student``).
     """
     import yaml
 
@@ -296,9 +427,15 @@ def build(root: Path | None = None, offline: bool = False, student: bool = False
         sphinx_config["mathjax_path"] = "mathjax/tex-mml-chtml.js"
     source = root
     extra = list(extra or [])
+    if pdf:
+        _check_pdf_tools()
+        latex_variant(config)
+        extra = ["--builder", "pdflatex", *extra]
     if student:
         # also hides any one-cell {solution} left in a page that is not a notebook
         sphinx_config["hide_solutions"] = True
+        if "ropelib.course" in config["sphinx"].get("extra_extensions", []):
+            sphinx_config["course_colab_edition"] = "student"  # the Colab button opens the student edition
         source = student_source(root / "_build" / "student" / "source", root)
         own_output = "--path-output" not in extra
         if own_output:
@@ -315,7 +452,10 @@ def build(root: Path | None = None, offline: bool = False, student: bool = False
     print("+", " ".join(command))
     code = subprocess.call(command)
     if student and code == 0 and own_output:
-        print(f"student site (no solutions): {student_site(root)}")
+        print(f"student {'PDF' if pdf else 'site'} (no solutions): "
+              f"{root / '_build' / 'student' / '_build' / 'latex' / 'book.pdf' if pdf else student_site(root)}")
+    elif pdf and code == 0 and "--path-output" not in extra:
+        print(f"PDF: {pdf_path(root)}")
     return code
 
 
@@ -417,12 +557,20 @@ def execution_mode() -> str:
             "reader gets, so the times below are those of the real chapters")
 
 
+@functools.lru_cache(maxsize=1)
+def _text_backend():
+    """pybtex's plain-text backend, looked up once (``render_as`` looks it up on every call)."""
+    from pybtex.plugin import find_plugin
+
+    return find_plugin("pybtex.backends", "text")()
+
+
 def _author_year_label(entry) -> str:
     """``Su et al., 2024``: the label sphinxcontrib-bibtex's author-year citations show."""
     from pybtex.richtext import Text
 
     people = entry.persons.get("author") or entry.persons.get("editor") or []
-    names = [Text(" ").join(p.rich_prelast_names + p.rich_last_names).render_as("text") for p in people]
+    names = [Text(" ").join(p.rich_prelast_names + p.rich_last_names).render(_text_backend()) for p in people]
     if len(names) > 2:
         authors = f"{names[0]} et al."
     else:
@@ -456,17 +604,40 @@ def _register_bibliography_style() -> None:
         register_plugin("pybtex.style.formatting", BIBLIOGRAPHY_STYLE, AuthorYearStyle)
 
 
+def _launch_edition(app, pagename, templatename, context, doctree):
+    """Point the theme's Colab launch button of a chapter at its notebook in ``editions/`` (the
+    edition ``course_colab_edition``), which reads well on Colab, instead of the MyST source."""
+    edition = app.config.course_colab_edition
+    if not edition or not pagename.startswith("notebooks/"):
+        return
+    source = f"/{pagename}.ipynb"
+    target = f"/{EDITIONS_FOLDER}/{edition}/{pagename.split('/', 1)[1]}.ipynb"
+
+    def rewrite(buttons):
+        for button in buttons or []:
+            url = button.get("url", "")
+            if url.startswith("https://colab.research.google.com/") and url.endswith(source):
+                button["url"] = url[: -len(source)] + target
+            rewrite(button.get("buttons"))
+
+    rewrite(context.get("header_buttons"))
+
+
 def setup(app):
     """Sphinx entry point: the bibliography style ``course-author-year`` (set as
-    ``bibtex_default_style``) and the MyST substitution ``{{ execution_mode }}``, which tells the
+    ``bibtex_default_style``), the MyST substitution ``{{ execution_mode }}``, which tells the
     reader whether this build ran the notebooks in smoke mode (read at build time, through
-    :func:`ropelib.smoke.is_smoke`, from the environment the notebooks inherit)."""
+    :func:`ropelib.smoke.is_smoke`, from the environment the notebooks inherit), and the Colab
+    launch button of each chapter opening its edition (config ``course_colab_edition``: ``jupyter``,
+    ``student``, or empty for the source notebook)."""
     _register_bibliography_style()
 
     def add_substitution(app, config):
         config.myst_substitutions = {**(config.myst_substitutions or {}), "execution_mode": execution_mode()}
 
     app.connect("config-inited", add_substitution)
+    app.add_config_value("course_colab_edition", DEFAULT_EDITION, "html")
+    app.connect("html-page-context", _launch_edition, priority=600)  # after the theme's buttons (501)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
@@ -479,8 +650,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ropelib.course", description=__doc__.split("\n\n")[0],
                                      parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("sync", parents=[common], help="write every notebook's badge and setup cell from _config.yml")
-    sub.add_parser("check", parents=[common], help="report notebooks whose Colab cells are out of date")
+    sub.add_parser("sync", parents=[common],
+                   help="write every badge, link and setup cell from _config.yml (notebooks, README, editions)")
+    sub.add_parser("check", parents=[common], help="report notebooks, README links or editions that are out of date")
+    editions_parser = sub.add_parser("editions", parents=[common],
+                                     help="write the Jupyter/Colab and student editions of the notebooks (editions/)")
+    editions_parser.add_argument("--check", action="store_true",
+                                 help="write nothing; exit 1 if editions/ is out of date")
     student = sub.add_parser("student", parents=[common], help="copies of the notebooks without exercise solutions")
     student.add_argument("out", type=Path)
     builder = sub.add_parser("build", parents=[common],
@@ -489,6 +665,8 @@ def main(argv=None) -> int:
     builder.add_argument("--offline", action="store_true", help="serve MathJax from the site itself")
     builder.add_argument("--student", action="store_true", help="leave the exercise solutions out")
     builder.add_argument("--mathjax", type=Path, default=None, help="folder holding MathJax 3's tex-mml-chtml.js")
+    builder.add_argument("--pdf", action="store_true",
+                         help="the book as one PDF, _build/latex/book.pdf (needs Debian's TeX, see the README)")
     sub.add_parser("figures", parents=[common], help="redraw the book's own figures (book/chapter-dependencies.svg)")
     timer = sub.add_parser("time", parents=[common], help="execute every notebook from scratch and time it")
     timer.add_argument("--smoke", action="store_true", help="with ROPELIB_SMOKE=1")
@@ -515,19 +693,31 @@ def main(argv=None) -> int:
     if args.command == "figures":
         print("wrote", dependency_graph(root / "book" / "chapter-dependencies.svg").relative_to(root))
         return 0
+    from . import editions
+
     if args.command == "sync":
-        for path in sync(root):
+        changed = sync(root) + ([root / "README.md"] if sync_readme(root) else []) + editions.write(root)
+        for path in changed:
             print("updated", path.relative_to(root))
         return 0
     if args.command == "check":
-        problems = check(root)
+        problems = check(root) + editions.stale(root)
         print("\n".join(problems) or "all notebooks are in sync with _config.yml")
         return 1 if problems else 0
+    if args.command == "editions":
+        if args.check:
+            problems = editions.stale(root)
+            print("\n".join(problems) or f"{EDITIONS_FOLDER}/ is in sync with notebooks/")
+            return 1 if problems else 0
+        for path in editions.write(root):
+            print("updated", path.relative_to(root))
+        return 0
     if args.command == "student":
         for path in student_copies(args.out, root):
             print("wrote", path)
         return 0
-    return build(root, offline=args.offline, student=args.student, mathjax_dir=args.mathjax, extra=extra)
+    return build(root, offline=args.offline, student=args.student, mathjax_dir=args.mathjax, extra=extra,
+                 pdf=args.pdf)
 
 
 if __name__ == "__main__":

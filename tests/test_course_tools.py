@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,7 +130,8 @@ def test_cli_finds_the_book_from_the_current_folder_or_root(tmp_path):
     _tiny_book_with_repository(book)
     synced = _run_course("sync", cwd=book / "notebooks")
     assert synced.returncode == 0, synced.stderr
-    assert synced.stdout.split() == ["updated", str(Path("notebooks") / "one.ipynb")]
+    assert synced.stdout.splitlines() == [f"updated {Path(folder) / 'one.ipynb'}" for folder in
+                                          ["notebooks", "editions/jupyter", "editions/student"]]
     assert "github.com/someone/tiny" in (book / "notebooks" / "one.ipynb").read_text()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -159,3 +161,117 @@ def test_library_functions_default_to_the_book_around_the_current_folder(book_co
     monkeypatch.chdir(tmp_path.parent)
     with pytest.raises(course.BookNotFound, match="run this from the course repository or pass --root PATH"):
         course.find_root()
+
+
+# --- Publishing: the PDF variant, the Colab button, the workflows ------------------------------
+
+def test_pdf_variant(book_copy, monkeypatch):
+    monkeypatch.setattr(course, "_check_pdf_tools", lambda: None)
+    calls = []
+    monkeypatch.setattr(course.subprocess, "call", lambda command: calls.append(command) or 0)
+    assert course.build(book_copy, pdf=True, extra=["-n"]) == 0
+    command = calls[0]
+    assert command[command.index("--builder") + 1] == "pdflatex" and "-n" in command
+    variant = yaml.safe_load(Path(command[command.index("--config") + 1]).read_text())
+    assert variant["latex"]["latex_engine"] == "xelatex" and variant["latex"]["use_jupyterbook_latex"] is False
+    assert "sphinxcontrib.rsvgconverter" in variant["sphinx"]["extra_extensions"]
+    # the MathJax macros, for LaTeX
+    assert "\\newcommand{\\RR}{\\mathbb{R}}" in variant["sphinx"]["config"]["latex_elements"]["preamble"]
+
+
+def test_pdf_without_tex_says_what_to_install(book_copy, monkeypatch):
+    monkeypatch.setattr(course.shutil, "which", lambda tool: None)
+    with pytest.raises(SystemExit, match="apt-get install texlive-xetex"):
+        course.build(book_copy, pdf=True)
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("xelatex", "latexmk", "rsvg-convert")),
+                    reason="Debian's TeX is not installed (see the README, Publishing)")
+def test_pdf_of_a_tiny_book(tmp_path):
+    pytest.importorskip("sphinxcontrib.rsvgconverter")
+    _tiny_book(tmp_path)
+    assert course.build(tmp_path, pdf=True, extra=["-n", "--keep-going"]) == 0
+    assert course.pdf_path(tmp_path).read_bytes().startswith(b"%PDF")
+
+
+def test_offline_site_and_colab_button_open_the_editions(tmp_path):
+    """A real build of a tiny book: MathJax comes from the site, and the Colab launch button of a
+    chapter opens its Jupyter edition (the student site: its student edition)."""
+    _tiny_book_with_repository(tmp_path / "book")
+    book = tmp_path / "book"
+    config = yaml.safe_load((book / "_config.yml").read_text())
+    config["launch_buttons"] = {"colab_url": "https://colab.research.google.com"}
+    config["sphinx"]["extra_extensions"].append("ropelib.course")
+    (book / "_config.yml").write_text(yaml.safe_dump(config))
+    (book / "intro.md").write_text("# Tiny\n\nA book with one chapter and $x^2$.\n")
+    mathjax = tmp_path / "es5"
+    mathjax.mkdir()
+    (mathjax / "tex-mml-chtml.js").write_text("// stand-in for MathJax")
+    assert course.build(book, offline=True, mathjax_dir=mathjax, extra=["-W", "-n", "--keep-going"]) == 0
+    site = book / "_build" / "html"
+    page = (site / "notebooks" / "one.html").read_text()
+    assert "https://colab.research.google.com/github/someone/tiny/blob/main/editions/jupyter/one.ipynb" in page
+    assert "blob/main/notebooks/one.ipynb" not in page.replace("github.com/someone/tiny/blob", "")
+    intro = (site / "intro.html").read_text()
+    assert re.search(r'<script [^>]*src="_static/mathjax/tex-mml-chtml\.js', intro)
+    assert "cdn.jsdelivr.net" not in intro and (site / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
+    assert course.build(book, student=True, extra=["-W", "-n", "--keep-going"]) == 0
+    page = (course.student_site(book) / "notebooks" / "one.html").read_text()
+    assert "colab.research.google.com/github/someone/tiny/blob/main/editions/student/one.ipynb" in page
+
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+def _workflow(name):
+    workflow = yaml.safe_load((WORKFLOWS / name).read_text())
+    workflow["on"] = workflow.pop(True, workflow.get("on"))  # YAML 1.1 reads `on:` as True
+    return workflow
+
+
+def _runs(workflow):
+    return "\n".join(step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"])
+
+
+def test_ci_workflow_runs_ci_run_on_pull_requests():
+    workflow = _workflow("ci.yml")
+    assert "pull_request" in workflow["on"] and workflow["on"]["push"]["branches"] == ["main"]
+    (job,) = workflow["jobs"].values()
+    assert job["timeout-minutes"] == 90 and job["runs-on"].startswith("ubuntu")
+    assert "bash .ci/run" in _runs(workflow) and (ROOT / ".ci" / "run").exists()
+    assert re.search(r"apt-get install .*\bchromium\b", _runs(workflow))
+
+
+def test_pages_workflow_builds_offline_deploys_and_archives():
+    workflow = _workflow("pages.yml")
+    assert workflow["on"]["push"] == {"branches": ["main"], "tags": ["v*"]}
+    runs = _runs(workflow)
+    assert "npm install --no-save --no-package-lock mathjax@3" in runs  # where build --offline looks
+    uses = [step.get("uses", "").split("@")[0] for job in workflow["jobs"].values() for step in job["steps"]]
+    for action in ["actions/upload-pages-artifact", "actions/deploy-pages", "actions/upload-artifact"]:
+        assert action in uses
+    deploy = workflow["jobs"]["deploy"]
+    assert deploy["permissions"] == {"pages": "write", "id-token": "write"}
+    assert deploy["environment"]["name"] == "github-pages"
+    assert "refs/tags/v" in workflow["jobs"]["release"]["if"]
+    # the archive's and the PDF's names are those the README's links point at
+    links = course.readme_links(ROOT)
+    name = course.repository(ROOT)[0].rsplit("/", 1)[1]
+    assert f"releases/latest/download/{name}-site.zip" in links and f"{name}-book.pdf" in links
+    assert "${{ github.event.repository.name }}-site" in (WORKFLOWS / "pages.yml").read_text()
+    assert "${{ github.event.repository.name }}-book.pdf" in (WORKFLOWS / "pages.yml").read_text()
+    # the TeX packages are those that build --pdf asks for
+    assert " ".join(course.PDF_DEBIAN.split()) in " ".join(runs.replace("\\\n", " ").split())
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "pages.yml"])
+def test_workflows_name_only_commands_that_exist(name):
+    """Every `python -m ropelib.course COMMAND --option` of a workflow is one the CLI accepts."""
+    runs = _runs(_workflow(name))
+    for command in re.findall(r"python -m ropelib\.course ([^\n]+)", runs):
+        words = command.split()
+        help_text = subprocess.run([sys.executable, "-m", "ropelib.course", words[0], "--help"], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=60)
+        assert help_text.returncode == 0, command
+        for option in [w for w in words[1:] if w.startswith("--") and w != "--keep-going"]:
+            assert option in help_text.stdout, f"{command}: {option}"
