@@ -1,4 +1,4 @@
-"""Maintenance of the course repository: notebooks' Colab cells, student copies, offline builds.
+"""Maintenance of the course repository: Colab cells and links, editions, student copies, site and PDF builds.
 
     python -m ropelib.course sync            # write every badge, link and setup cell from _config.yml
     python -m ropelib.course check           # report what sync or editions would change (CI runs this)
@@ -660,8 +660,8 @@ def main(argv=None) -> int:
     student = sub.add_parser("student", parents=[common], help="copies of the notebooks without exercise solutions")
     student.add_argument("out", type=Path)
     builder = sub.add_parser("build", parents=[common],
-                             help="build the site: --offline (local MathJax), --student (no solutions); "
-                                  "other arguments go to jupyter-book build")
+                             help="build the site: --offline (local MathJax), --student (no solutions), --pdf "
+                                  "(the book as one PDF); other arguments go to jupyter-book build")
     builder.add_argument("--offline", action="store_true", help="serve MathJax from the site itself")
     builder.add_argument("--student", action="store_true", help="leave the exercise solutions out")
     builder.add_argument("--mathjax", type=Path, default=None, help="folder holding MathJax 3's tex-mml-chtml.js")
