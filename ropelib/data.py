@@ -365,3 +365,118 @@ class RelativeDirectionTask:
 
     def test_set(self, size: int, seed: int = 12345) -> tuple[torch.Tensor, torch.Tensor]:
         return self.sample(size, generator("cpu", seed, -1))
+
+
+# -- Imagenette and ImageNet class indices ---------------------------------------------------------
+
+# Imagenette (fastai; torchvision.datasets.Imagenette): ten easily told apart ImageNet-1k classes,
+# 3,925 val images. Its authors do not say which ImageNet split its images come from, so an
+# ImageNet-trained model may have seen some of them in training.
+# WordNet id -> index among ImageNet-1k's 1000 classes (the sorted synsets, the order every
+# ImageNet-1k classifier's logits follow); tests/test_imagenet_eval.py checks these against
+# timm.data.ImageNetInfo.
+IMAGENETTE_CLASSES = {
+    "n01440764": (0, "tench"),
+    "n02102040": (217, "English springer"),
+    "n02979186": (482, "cassette player"),
+    "n03000684": (491, "chain saw"),
+    "n03028079": (497, "church"),
+    "n03394916": (566, "French horn"),
+    "n03417042": (569, "garbage truck"),
+    "n03425413": (571, "gas pump"),
+    "n03445777": (574, "golf ball"),
+    "n03888257": (701, "parachute"),
+}
+# The three downloads of torchvision.datasets.Imagenette (size -> the folder its archive holds).
+# "full": the original ImageNet JPEGs (the largest download, about 1.5 GB), so that every test
+# resolution resamples what an ImageNet evaluation would; "320px" and "160px": shortest side
+# shrunk to 320 or 160 pixels (several times smaller downloads), which evaluations above that
+# size upsample (softer images than ImageNet's).
+IMAGENETTE_FOLDERS = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
+
+
+def imagenet_indices(wnids) -> list[int]:
+    """The ImageNet-1k logit index of each WordNet id in ``wnids`` (``"n01440764"`` -> 0): the
+    Imagenette ten from :data:`IMAGENETTE_CLASSES`, any other class from timm's ImageNet-1k
+    class list (``timm.data.ImageNetInfo``). Raises ``DataError`` for a name that is not one."""
+    wnids = list(wnids)
+    known = {wnid: index for wnid, (index, _) in IMAGENETTE_CLASSES.items()}
+    if any(w not in known for w in wnids):
+        try:
+            from timm.data import ImageNetInfo
+        except ImportError:  # pragma: no cover
+            raise DataError("mapping ImageNet classes other than Imagenette's to logits needs timm "
+                            "(pip install 'ropelib[train]')") from None
+        names = ImageNetInfo().label_names()
+        known = {wnid: index for index, wnid in enumerate(names)}
+    unknown = [w for w in wnids if w not in known]
+    if unknown:
+        raise DataError(f"class folder(s) {', '.join(unknown[:5])} are not ImageNet-1k WordNet ids (n########); "
+                        "the classes of an ImageNet or Imagenette folder must be named by their WordNet ids")
+    return [known[w] for w in wnids]
+
+
+def is_wnid(name: str) -> bool:
+    """``True`` for a WordNet noun id such as ``n01440764`` (ImageNet's class folder names)."""
+    return len(name) == 9 and name[0] == "n" and name[1:].isdigit()
+
+
+def imagenette_folder(root: str | Path, size: str = "full", download: bool = False) -> Path:
+    """The val folder of Imagenette under ``root``: ``root/<archive folder>/val`` as
+    torchvision.datasets.Imagenette extracts it (:data:`IMAGENETTE_FOLDERS`), else ``root/val``
+    with one folder per WordNet id (the same layout, e.g. an extracted archive pointed at
+    directly, or a small folder written by hand or by a test). With ``download=True`` a missing
+    archive is fetched and extracted by torchvision.datasets.Imagenette."""
+    if size not in IMAGENETTE_FOLDERS:
+        raise ValueError(f"Imagenette size {size!r}: choose {', '.join(IMAGENETTE_FOLDERS)}")
+    root = Path(root).expanduser()
+    extracted, plain = root / IMAGENETTE_FOLDERS[size] / "val", root / "val"
+    if not extracted.is_dir() and not plain.is_dir():
+        if not download:
+            raise DataError(f"imagenette: no data in {root} (looked for {IMAGENETTE_FOLDERS[size]}/val/ and val/). "
+                            "Add --download to let torchvision fetch it (--imagenette-size full: about 1.5 GB; "
+                            "320px: smaller), or point --data-dir at the folder that holds it")
+        try:
+            from torchvision.datasets import Imagenette
+        except ImportError:  # pragma: no cover
+            raise DataError("reading Imagenette needs torchvision: pip install 'ropelib[train]'") from None
+        try:
+            Imagenette(str(root), split="val", size=size, download=True)
+        except (OSError, RuntimeError, http.client.HTTPException) as error:
+            raise DataError(f"imagenette: downloading the {size} archive into {root} failed ({error}); check "
+                            "the network connection, or download it by hand from "
+                            "https://github.com/fastai/imagenette and extract it there") from None
+    folder = extracted if extracted.is_dir() else plain
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"imagenette: {folder} has no class folders; expected {folder}/<WordNet id>/<image>")
+    strangers = [c for c in classes if c not in IMAGENETTE_CLASSES]
+    if strangers:
+        raise DataError(f"imagenette: {folder} holds folder(s) {', '.join(strangers[:3])} that are not Imagenette's "
+                        f"WordNet ids ({', '.join(IMAGENETTE_CLASSES)})")
+    return folder
+
+
+def balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of a class-balanced subset of ``n`` test images, in test-set order, the same every
+    time. The classes present share ``n`` equally (the first ``n mod C`` classes, by label, take one
+    more); a class with fewer images than its share gives all it has and the others share the rest.
+    Each class's picks are evenly spaced through its own images in test-set order (every k-th, k =
+    its count / its share). Raises ``ValueError`` unless ``1 <= n <= len(labels)``."""
+    labels = torch.as_tensor(labels).cpu()
+    if not 1 <= n <= len(labels):
+        raise ValueError(f"--subset {n}: choose between 1 and the {len(labels)} test images")
+    members = {c: torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()}
+    take, active, left = {}, sorted(members), n
+    while active:  # classes too small for an equal share give all they have
+        small = [c for c in active if len(members[c]) <= left // len(active)]
+        if not small:
+            break
+        for c in small:
+            take[c], left = len(members[c]), left - len(members[c])
+            active.remove(c)
+    if active:
+        share, extra = divmod(left, len(active))
+        take.update({c: share + (i < extra) for i, c in enumerate(active)})
+    picked = [members[c][(torch.arange(take[c]) * len(members[c])) // take[c]] for c in members if take[c]]
+    return torch.cat(picked).sort().values

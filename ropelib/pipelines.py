@@ -9,23 +9,68 @@ Four kinds of data, one interface (:class:`Pipeline`):
 * ``imagenet``: an ImageFolder on disk with DeiT-III's transforms on ``DataLoader`` workers.
 
 Every batch is determined by ``(seed, epoch, batch, rank)``: a resumed run sees the same data.
+
+For evaluation only (:func:`build_test`), also ``imagenette``: Imagenette's val folder
+(``torchvision.datasets.Imagenette``), read like ImageNet's; any test set can be cut to a
+class-balanced subset (:func:`ropelib.data.balanced_subset`).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from . import augment
-from .data import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, EpochSampler, ImageData,
-                   RelativeDirectionTask, TensorBatches, generator, image_folder, worker_loader,
-                   load_cifar, load_image_folder)
+from .data import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DataError, EpochSampler, ImageData,
+                   RelativeDirectionTask, TensorBatches, balanced_subset, generator, image_folder,
+                   imagenette_folder, worker_loader, load_cifar, load_image_folder)
 from .distributed import Context
 from .config import TrainConfig
 
 GEOMETRIC = ("crop", "flip", "randaugment")
+TEST_DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", "imagenet", "imagenette")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a folder's test image becomes a model input of ``resolution`` pixels: resize its shorter
+    side to ``resolution / crop_pct`` (``interpolation``, antialiased), centre-crop ``resolution``
+    square, scale to [0, 1] and normalise with ``mean`` and ``std``. ``source`` says where the
+    values came from (a timm model's ``pretrained_cfg``, the run's config, the command line)."""
+
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    crop_pct: float = 1.0
+    interpolation: str = "bicubic"
+    source: str = "ropelib's defaults"
+
+    def __post_init__(self):
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must lie in (0, 1], got {self.crop_pct}")
+        if self.interpolation not in ("bicubic", "bilinear", "nearest"):
+            raise ValueError(f"interpolation must be bicubic, bilinear or nearest, got {self.interpolation!r}")
+
+    def transform(self, resolution: int):
+        from torchvision.transforms import v2
+
+        mode = getattr(v2.InterpolationMode, self.interpolation.upper())
+        resize = int(round(resolution / self.crop_pct))
+        return v2.Compose([v2.ToImage(), v2.Resize(resize, interpolation=mode, antialias=True),
+                           v2.CenterCrop(resolution), v2.ToDtype(torch.float32, scale=True),
+                           v2.Normalize(list(self.mean), list(self.std))])
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std),
+                "steps": "resize the shorter side to resolution / crop_pct, centre-crop resolution, normalise"}
+
+
+def _subset_record(n: int, total: int) -> dict:
+    return {"images": n, "of": total, "rule": "class-balanced: the classes share the images equally (the first "
+            "classes one more when they do not divide; a class with too few images gives all it has), evenly "
+            "spaced through each class's images in test-set order (ropelib.data.balanced_subset)"}
 
 
 class Pipeline:
@@ -66,28 +111,53 @@ def build(config: TrainConfig, ctx: Context) -> Pipeline:
                      "or imagenet")
 
 
-def build_test(config: TrainConfig, ctx: Context):
-    """Only the test sets (for ``python -m ropelib.evaluate``): no training split is read."""
-    if config.dataset == "synthetic":
-        return SyntheticPipeline(config, ctx)
-    if config.dataset in ("cifar10", "cifar100"):
-        test = load_cifar(config.dataset, config.data_dir, train=False, download=config.download and ctx.is_main)
-        return MemoryTest(test, ctx, CIFAR_MEAN, CIFAR_STD)
-    if config.dataset == "imagefolder":
+def build_test(config: TrainConfig, ctx: Context, subset: int | None = None, dataset: str | None = None,
+               preprocessing: Preprocessing | None = None, imagenette_size: str = "full"):
+    """Only the test sets (for ``python -m ropelib.evaluate``): no training split is read.
+
+    ``subset``: evaluate on a class-balanced subset of that many test images
+    (:func:`ropelib.data.balanced_subset`). ``dataset`` replaces ``config.dataset``, and may also be
+    ``imagenette`` (Imagenette's val folder under ``config.data_dir``, downloaded by torchvision with
+    ``config.download``; ``imagenette_size``: full, 320px or 160px, see
+    :data:`ropelib.data.IMAGENETTE_FOLDERS`). ``preprocessing``: resize, crop and normalisation of
+    folder data sets (imagenet, imagenette; default: ImageNet's mean and std, ``config.eval_crop_pct``).
+    The test set's ``classes`` are its class folders' names (``None`` for in-memory data)."""
+    dataset = dataset or config.dataset
+    if dataset == "synthetic":
+        tests = SyntheticPipeline(config, ctx)
+        if subset is not None:
+            balanced_subset(torch.zeros(config.synthetic_test_size), subset)  # refuses a subset too large now
+        tests.subset = subset
+        return tests
+    if dataset in ("cifar10", "cifar100"):
+        test = load_cifar(dataset, config.data_dir, train=False, download=config.download and ctx.is_main)
+        return MemoryTest(test, ctx, CIFAR_MEAN, CIFAR_STD, subset=subset)
+    if dataset == "imagefolder":
         split = "test" if (Path(config.data_dir) / "test").is_dir() else "val"
         return MemoryTest(load_image_folder(config.data_dir, split, size=config.model.img_size), ctx, IMAGENET_MEAN,
-                          IMAGENET_STD)
-    if config.dataset == "imagenet":
-        return FolderTest(config, ctx)
-    raise ValueError(f"unknown dataset {config.dataset!r}; choose synthetic, cifar10, cifar100, imagefolder "
-                     "or imagenet")
+                          IMAGENET_STD, subset=subset)
+    if dataset == "imagenet":
+        return FolderTest(config, ctx, preprocessing=preprocessing, subset=subset)
+    if dataset == "imagenette":
+        folder = imagenette_folder(config.data_dir, imagenette_size, download=config.download and ctx.is_main)
+        return FolderTest(config, ctx, folder=folder, name="imagenette", preprocessing=preprocessing, subset=subset,
+                          details={"imagenette_size": imagenette_size})
+    raise ValueError(f"unknown dataset {dataset!r}; choose {', '.join(TEST_DATASETS)}")
 
 
 class MemoryTest:
-    """An in-memory test set, resized (bicubic, antialiased) to any resolution."""
+    """An in-memory test set, resized (bicubic, antialiased) to any resolution; ``subset``: a
+    class-balanced subset of that many images (:func:`ropelib.data.balanced_subset`)."""
 
-    def __init__(self, test: ImageData, ctx: Context, mean, std):
-        self.test, self.ctx, self.mean, self.std = test, ctx, mean, std
+    classes = None  # in-memory data sets keep labels, not class names
+
+    def __init__(self, test: ImageData, ctx: Context, mean, std, subset: int | None = None):
+        self.total = len(test)
+        if subset is not None:
+            keep = balanced_subset(test.labels, subset)
+            test = ImageData(test.images[keep.to(test.images.device)], test.labels[keep.to(test.labels.device)],
+                             test.num_classes, test.name, test.source)
+        self.test, self.ctx, self.mean, self.std, self.subset = test, ctx, mean, std, subset
         self.num_classes = test.num_classes
 
     def test_batches(self, resolution: int, batch: int = 500):
@@ -101,33 +171,55 @@ class MemoryTest:
             yield augment.normalize(x, self.mean, self.std), labels[i:i + batch].to(self.ctx.device)
 
     def describe(self):
-        return {"dataset": self.test.name, "source": self.test.source, "test_images": len(self.test)}
+        record = {"dataset": self.test.name, "source": self.test.source, "test_images": len(self.test),
+                  "preprocessing": {"steps": "resize the whole image to resolution (bicubic, antialiased), "
+                                    "normalise", "mean": list(self.mean), "std": list(self.std)}}
+        if self.subset is not None:
+            record["subset"] = _subset_record(len(self.test), self.total)
+        return record
 
 
 class FolderTest:
-    """The ``val`` split of an ImageFolder: resize to ``resolution / eval_crop_pct``, centre-crop."""
+    """The ``val`` split of an ImageFolder (``folder``, default ``data_dir/val``), each image resized
+    and centre-cropped by ``preprocessing`` (default: ImageNet's mean and std, ``eval_crop_pct``,
+    bicubic); ``subset``: a class-balanced subset of that many images."""
 
-    def __init__(self, config: TrainConfig, ctx: Context):
-        self.config, self.ctx = config, ctx
-        self.val = image_folder(config.data_dir, "val", "imagenet")
-        self.num_classes = len(self.val.classes)
+    def __init__(self, config: TrainConfig, ctx: Context, folder: str | Path | None = None, name: str = "imagenet",
+                 preprocessing: Preprocessing | None = None, subset: int | None = None, details: dict | None = None):
+        from torchvision.datasets import ImageFolder
+
+        self.config, self.ctx, self.name, self.details = config, ctx, name, details or {}
+        try:
+            self.val = image_folder(config.data_dir, "val", name) if folder is None else ImageFolder(str(folder))
+        except FileNotFoundError as error:  # class folders without images
+            raise DataError(f"{name}: {error}") from None
+        self.folder = Path(self.val.root).resolve()
+        self.source = str(Path(config.data_dir).resolve()) if folder is None else str(self.folder)
+        self.classes = list(self.val.classes)
+        self.num_classes = len(self.classes)
+        self.preprocessing = preprocessing or Preprocessing(
+            crop_pct=config.eval_crop_pct, source="ImageNet's mean and std, the config's eval_crop_pct")
+        self.subset, self.indices = subset, None
+        if subset is not None:
+            self.indices = balanced_subset(torch.tensor(self.val.targets), subset).tolist()
+
+    def __len__(self) -> int:
+        return len(self.val) if self.indices is None else len(self.indices)
 
     def test_batches(self, resolution: int):
-        from torchvision.transforms import v2
-
-        resize = int(round(resolution / self.config.eval_crop_pct))
-        transform = v2.Compose([v2.ToImage(), v2.Resize(resize, interpolation=v2.InterpolationMode.BICUBIC,
-                                                        antialias=True),
-                                v2.CenterCrop(resolution), v2.ToDtype(torch.float32, scale=True),
-                                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-        sampler = EpochSampler(len(self.val), 0, self.ctx.rank, self.ctx.world_size, shuffle=False)
-        loader, _ = worker_loader(self.val, transform, 250, sampler, self.config.workers, train=False)
+        data = self.val if self.indices is None else torch.utils.data.Subset(self.val, self.indices)
+        sampler = EpochSampler(len(data), 0, self.ctx.rank, self.ctx.world_size, shuffle=False)
+        loader, _ = worker_loader(data, self.preprocessing.transform(resolution), 250, sampler, self.config.workers,
+                                  train=False)
         for x, y in loader:
             yield x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
 
     def describe(self):
-        return {"dataset": "imagenet", "source": str(Path(self.config.data_dir).resolve()),
-                "test_images": len(self.val)}
+        record = {"dataset": self.name, "source": self.source, "test_images": len(self), **self.details,
+                  "classes": self.num_classes, "preprocessing": self.preprocessing.to_dict()}
+        if self.subset is not None:
+            record["subset"] = _subset_record(len(self), len(self.val))
+        return record
 
 
 def _memory_pipeline(config, ctx, train, test, mean, std) -> Pipeline:
@@ -142,6 +234,9 @@ def _memory_pipeline(config, ctx, train, test, mean, std) -> Pipeline:
 
 
 class SyntheticPipeline(Pipeline):
+    subset: int | None = None  # evaluation: a class-balanced subset of the test set (build_test)
+    classes = None
+
     def __init__(self, config: TrainConfig, ctx: Context):
         used = [name for name in GEOMETRIC if getattr(config, name) not in ("none", False)]
         if used:
@@ -167,15 +262,22 @@ class SyntheticPipeline(Pipeline):
         task = RelativeDirectionTask(resolution // self.config.model.patch_size, self.config.model.patch_size,
                                      self.config.synthetic_classes)
         x, y = task.test_set(self.config.synthetic_test_size, seed=12345 + resolution)
+        if self.subset is not None:
+            keep = balanced_subset(y, self.subset)
+            x, y = x[keep], y[keep]
         x, y = x[self.ctx.rank::self.ctx.world_size], y[self.ctx.rank::self.ctx.world_size]
         for i in range(0, len(y), 500):
             yield x[i:i + 500].to(self.ctx.device), y[i:i + 500].to(self.ctx.device)
 
     def describe(self):
-        return {"dataset": "synthetic", "task": "relative direction of two marks", "grid": self.task.grid,
-                "patch": self.task.patch, "classes": self.num_classes,
-                "train_images_per_epoch": self.batches_per_epoch * self.config.batch_size,
-                "test_images": self.config.synthetic_test_size}
+        record = {"dataset": "synthetic", "task": "relative direction of two marks", "grid": self.task.grid,
+                  "patch": self.task.patch, "classes": self.num_classes,
+                  "train_images_per_epoch": self.batches_per_epoch * self.config.batch_size,
+                  "test_images": self.config.synthetic_test_size}
+        if self.subset is not None:  # drawn afresh per resolution, like the test set itself
+            record["test_images"] = self.subset
+            record["subset"] = _subset_record(self.subset, self.config.synthetic_test_size)
+        return record
 
 
 class DevicePipeline(Pipeline):
