@@ -348,7 +348,9 @@ class Chapter:
             return None
         entries = sorted((self.book.bibliography[key] for key in self.cited), key=lambda e: _author_year(e))
         lines = ["## References", ""]
-        for entry, formatted in zip(entries, self.book.style.format_entries(entries)):
+        for entry in entries:
+            # one at a time: a pybtex style sorts the entries it is given in its own order
+            formatted = next(iter(self.book.style.format_entries([entry])))
             authors, year = _author_year(entry)
             lines.append(f"* **{authors}, {year}.** {formatted.text.render(course._text_backend())}")
         return "\n".join(lines)

@@ -252,3 +252,15 @@ def test_a_fork_rewrites_every_badge_and_link(tmp_path):
         assert f"colab.research.google.com/github/someone/fork/blob/main/editions/{edition}/" in text
         assert "rope-course/" not in text
     assert course.main(["check", "--root", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_references_cell_names_each_entry_by_its_own_first_author(generated, path):
+    # "**Heo et al., 2024.** Byeongho Heo, ...": the label's surname is the entry's first author's
+    # (a pybtex style given several entries sorts them its own way, which once shifted the labels)
+    cells = _cells(generated / "jupyter" / path.name)
+    references = [_text(c) for c in cells if _text(c).startswith("## References")]
+    items = re.findall(r"^\* \*\*(.+?), \d{4}\w?\.\*\* (.+)$", references[0], re.M) if references else []
+    for label, entry in items:
+        surname = label.removesuffix(" et al.").split(" and ")[0]
+        assert re.match(rf"[^,]*?\b{re.escape(surname)}\b", entry), (label, entry[:80])
