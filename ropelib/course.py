@@ -497,9 +497,12 @@ def time_notebooks(paths: list[Path], smoke: bool, out: Path | None = None, time
 # How the chapters depend on each other (drawn on the introduction page): (number, title) boxes
 # at (column, row) of a narrow grid that fits a phone, and the arrows between them.
 CHAPTERS = {1: "Attention and position", 2: "RoPE in 1D", 3: "Axial RoPE", 4: "Mixed and Uniform RoPE",
-            5: "Spherical RoPE", 6: "ComRoPE", 7: "LieRE", 8: "Equivariance lab"}
-DEPENDENCIES = [(1, 2), (2, 3), (3, 4), (4, 5), (4, 6), (6, 7), (4, 8), (5, 8), (7, 8)]
-_LAYOUT = {1: (0, 0), 2: (0, 1), 3: (0, 2), 4: (0, 3), 5: (-1, 4.5), 6: (1, 4), 7: (1, 5), 8: (0, 6.3)}
+            5: "Spherical RoPE", 6: "ComRoPE", 7: "LieRE", 8: "Equivariance lab", 9: "Training a ViT",
+            10: "Resolution", 11: "CIFAR comparison", 12: "ImageNet weights", 13: "What they learn"}
+DEPENDENCIES = [(1, 2), (2, 3), (3, 4), (4, 5), (4, 6), (6, 7), (4, 8), (5, 8), (7, 8),
+                (8, 9), (9, 10), (9, 11), (10, 12), (11, 12), (11, 13)]
+_LAYOUT = {1: (0, 0), 2: (0, 1), 3: (0, 2), 4: (0, 3), 5: (-1, 4.5), 6: (1, 4), 7: (1, 5), 8: (0, 6.3),
+           9: (0, 7.5), 10: (-1, 8.7), 11: (1, 8.7), 12: (-1, 9.9), 13: (1, 9.9)}
 
 
 def dependency_graph(out: Path) -> Path:
@@ -510,18 +513,18 @@ def dependency_graph(out: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-    core, branch = "#dbe9f6", "#fbe5cf"
+    core, branch, training = "#dbe9f6", "#fbe5cf", "#e3f1dc"
     width, height, dx, dy = 3.7, 0.62, 1.38, 1.0
     with plt.rc_context({"svg.hashsalt": "rope-course", "svg.fonttype": "path", "font.size": 10}):
-        fig, ax = plt.subplots(figsize=(4.2, 6.0))
-        ax.set_xlim(-2.7, 2.7), ax.set_ylim(6.3 * dy + 0.5, -0.4)
+        fig, ax = plt.subplots(figsize=(4.2, 8.6))
+        ax.set_xlim(-2.7, 2.7), ax.set_ylim(9.9 * dy + 0.5, -0.4)
         ax.axis("off")
         centres = {n: (c * dx, r * dy) for n, (c, r) in _LAYOUT.items()}
         boxes = {}
         for n, (x, y) in centres.items():
             w = width if _LAYOUT[n][0] == 0 else 2.5
             box = FancyBboxPatch((x - w / 2, y - height / 2), w, height, boxstyle="round,pad=0.02,rounding_size=0.12",
-                                 fc=core if n <= 4 else branch, ec="#333333", lw=1.0)
+                                 fc=core if n <= 4 else branch if n <= 8 else training, ec="#333333", lw=1.0)
             ax.add_patch(box)
             boxes[n] = box
             ax.text(x, y, f"{n}  {CHAPTERS[n]}", ha="center", va="center", fontsize=9.5)
@@ -530,7 +533,8 @@ def dependency_graph(out: Path) -> Path:
                                          arrowstyle="-|>", mutation_scale=12, lw=1.1, color="#333333",
                                          shrinkA=1, shrinkB=1))
         handles = [FancyBboxPatch((0, 0), 1, 1, fc=core, ec="#333333", label="core: read in order"),
-                   FancyBboxPatch((0, 0), 1, 1, fc=branch, ec="#333333", label="branches and the lab")]
+                   FancyBboxPatch((0, 0), 1, 1, fc=branch, ec="#333333", label="branches and the lab"),
+                   FancyBboxPatch((0, 0), 1, 1, fc=training, ec="#333333", label="training and analysis")]
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=2, fontsize=8.5,
                   frameon=False, handlelength=1.5)
         out.parent.mkdir(parents=True, exist_ok=True)
