@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import html as html_lib
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -59,14 +55,7 @@ def check_site(html: Path, smoke: bool) -> None:
 
 
 @pytest.mark.book
-def test_book_builds_without_warnings(tmp_path):
-    jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    executable = str(jupyter_book) if jupyter_book.exists() else shutil.which("jupyter-book")
-    assert executable, "jupyter-book is not installed"
-    env = {**os.environ, "ROPELIB_SMOKE": os.environ.get("ROPELIB_SMOKE", "1")}
-    result = subprocess.run([executable, "build", str(ROOT), "--path-output", str(tmp_path), "-W", "-n",
-                             "--keep-going"], capture_output=True, text=True, env=env)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-6000:]
-    smoke = env["ROPELIB_SMOKE"].strip().lower() in {"1", "true", "yes", "on"}
-    check_site(tmp_path / "_build" / "html", smoke)
+def test_book_builds_without_warnings(book_build):
+    """The build is conftest's ``book_build`` (once per run, shared with tests/test_browser.py)."""
+    assert book_build.returncode == 0, book_build.log[-6000:]
+    check_site(book_build.html, book_build.smoke)
