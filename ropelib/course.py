@@ -631,7 +631,8 @@ def setup(app):
     """Sphinx entry point: the bibliography style ``course-author-year`` (set as
     ``bibtex_default_style``), the MyST substitution ``{{ execution_mode }}``, which tells the
     reader whether this build ran the notebooks in smoke mode (read at build time, through
-    :func:`ropelib.smoke.is_smoke`, from the environment the notebooks inherit), and the Colab
+    :func:`ropelib.smoke.is_smoke`, from the environment the notebooks inherit), the course's
+    stylesheet (``ropelib/static/course.css``), and the Colab
     launch button of each chapter opening its edition (config ``course_colab_edition``: ``jupyter``,
     ``student``, or empty for the source notebook)."""
     _register_bibliography_style()
@@ -639,7 +640,12 @@ def setup(app):
     def add_substitution(app, config):
         config.myst_substitutions = {**(config.myst_substitutions or {}), "execution_mode": execution_mode()}
 
+    def add_static(app, config):  # after the book's own settings (an offline build sets its own path)
+        config.html_static_path = [*config.html_static_path, str(Path(__file__).parent / "static")]
+
     app.connect("config-inited", add_substitution)
+    app.connect("config-inited", add_static)
+    app.add_css_file("course.css")
     app.add_config_value("course_colab_edition", DEFAULT_EDITION, "html")
     app.connect("html-page-context", _launch_edition, priority=600)  # after the theme's buttons (501)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -54,9 +54,6 @@ TOLERATED = {
     # sphinx-thebe 0.3.1 writes its inline settings (`const THEBE_JS_URL = ...`) twice into every
     # page's head; the second copy throws. Harmless here: the book has no thebe (live code) button.
     "thebe": re.compile(r"Identifier 'THEBE_JS_URL' has already been declared"),
-    # pydata-sphinx-theme on a first visit, when no default colour mode is set (its template's
-    # default_mode is ""); `html_context: {default_mode: auto}` in sphinx.config silences it.
-    "theme-mode": re.compile(r"Got invalid theme mode: \. Resetting to auto\."),
 }
 SUMMARY: dict = {}
 
