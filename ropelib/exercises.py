@@ -918,15 +918,17 @@ def check_ape_std(ape_std, sizes) -> bool:
 
 
 def check_turns(turns, encoding) -> bool:
-    """Exercise 10.1: ``turns = (highest, lowest)``, the turns axial RoPE's highest and lowest
-    frequencies make across the 6-patch training image (from the chapter's ``encoding``)."""
+    """Exercise 10.1: the turns axial RoPE's frequencies make across the 6-patch training image
+    (from the chapter's ``encoding``): ``turns = (highest, lowest)``, or one per frequency."""
     if not hasattr(encoding, "frequency_vectors"):
         _fail("the chapter's `encoding` is no longer the model's axial encoding (a later cell rebinds the "
               "name?): rerun the chapter's cells up to the exercise")
     f = encoding.frequency_vectors()[..., 0].detach().double()
     f = f[f != 0]
     expected = [6 * f.max().item() / (2 * math.pi), 6 * f.min().item() / (2 * math.pi)]
-    _check_numbers("turns", _numbers(turns, "turns (highest, lowest)", 2), expected, ["the highest", "the lowest"],
+    got = _tensor(turns, "turns").flatten()
+    got = got.tolist() if got.numel() == 2 else _numbers([got.max(), got.min()] if got.numel() else [], "turns", 2)
+    _check_numbers("turns", got, expected, ["the highest", "the lowest"],
                    hints=lambda g, e, _: "a turn is 2π: r = L ω / 2π" if _close(g, e * 2 * math.pi) else "")
     return _passed("turns", 2)
 
@@ -949,12 +951,12 @@ def check_circular_ranges(circular_ranges) -> bool:
     return _passed("circular_ranges", 3)
 
 
-def check_budget(epochs, paper, cpu, rows) -> bool:
+def check_budget(budget_epochs, paper, cpu, rows) -> bool:
     """Exercise 11.1: epochs of the paper's recipe that thirty minutes at our throughput buy, the
     cost per image scaled by the ratio of parameter counts."""
     from .vit import VisionTransformer
 
-    got = _number(epochs, "epochs")
+    got = _number(budget_epochs, "budget_epochs")
 
     def parameters(config):
         model = VisionTransformer(dataclasses.replace(config.model, num_classes=100))
@@ -968,8 +970,8 @@ def check_budget(epochs, paper, cpu, rows) -> bool:
                 "multiplied by the ratio instead of divided" if _close(got, expected * ratio ** 2, 0.05) else
                 "that is images, not epochs (an epoch is 50,000 images)" if _close(got, expected * 50_000, 0.05)
                 else f"30 minutes x {rate:.1f} images/s / {ratio:.1f} (the parameter ratio) / 50,000")
-        _fail(f"epochs is {got:.4g}, expected {expected:.4g}: {hint}")
-    return _passed("epochs", 1)
+        _fail(f"budget_epochs is {got:.4g}, expected {expected:.4g}: {hint}")
+    return _passed("budget_epochs", 1)
 
 
 def _kendall_tau(a: dict, b: dict) -> float:
@@ -1017,25 +1019,26 @@ def check_significant_pairs(significant_pairs, rows, n_test) -> bool:
     return _passed("significant_pairs", 1)
 
 
-def check_crop(resized, kept) -> bool:
-    """Exercise 12.1: for crop fractions 0.9 and 1.0, ``resized[c] = (width, height)`` of a 500 x 375
-    photograph resized for a 384 px centre crop, and ``kept[c]``, the share of it the crop keeps."""
-    for name, value in (("resized", resized), ("kept", kept)):
+def check_crop(crop_sizes, crop_shares) -> bool:
+    """Exercise 12.1: for crop fractions 0.9 and 1.0, ``crop_sizes[c] = (width, height)`` of a
+    500 x 375 photograph resized for a 384 px centre crop, and ``crop_shares[c]``, the share of it
+    the crop keeps."""
+    for name, value in (("crop_sizes", crop_sizes), ("crop_shares", crop_shares)):
         if not isinstance(value, dict) or not {0.9, 1.0} <= set(value):
             _fail(f"{name} should be a dict with the keys 0.9 and 1.0")
     for crop in (0.9, 1.0):
         short = round(384 / crop)
         size = (round(500 * short / 375), short)
-        _check_numbers("resized", _numbers(resized[crop], f"resized[{crop}]", 2), list(size),
+        _check_numbers("crop_sizes", _numbers(crop_sizes[crop], f"crop_sizes[{crop}]", 2), list(size),
                        [f"the width at {crop}", f"the height at {crop}"], rtol=0, atol=1.01,
                        hints=lambda g, e, _: "the shorter side becomes 384 / crop_pct")
-        share = _number(kept[crop], f"kept[{crop}]")
+        share = _number(crop_shares[crop], f"crop_shares[{crop}]")
         expected = 384 * 384 / (size[0] * size[1])
         if not _close(share, expected, 0, 0.01):
-            _fail(f"kept[{crop}] is {share:.4g}, expected {expected:.3f}"
+            _fail(f"crop_shares[{crop}] is {share:.4g}, expected {expected:.3f}"
                   + (": give a fraction, not a percentage" if _close(share, 100 * expected, 0, 1) else
                      ": the crop's area over the resized image's"))
-    return _passed("resized, kept", 2)
+    return _passed("crop_sizes, crop_shares", 2)
 
 
 def check_noise(two_se) -> bool:
@@ -1167,10 +1170,10 @@ EXERCISES: list[Exercise] = [
     Exercise("ch10-turns", check_turns, ("turns",), ("encoding",)),
     Exercise("ch10-circular", check_circular_ranges, ("circular_ranges",)),
     _by_hand("ch10-seeds", "a judgement (finding or noise) on the committed runs, which the chapter prints"),
-    Exercise("ch11-budget", check_budget, ("epochs",), ("paper", "cpu", "rows")),
+    Exercise("ch11-budget", check_budget, ("budget_epochs",), ("paper", "cpu", "rows")),
     Exercise("ch11-tau", check_tau_p_value, ("p_value",), ("mine_top1", "PAPER_CIFAR100")),
     Exercise("ch11-pairs", check_significant_pairs, ("significant_pairs",), ("rows", "n_test")),
-    Exercise("ch12-crop", check_crop, ("resized", "kept")),
+    Exercise("ch12-crop", check_crop, ("crop_sizes", "crop_shares")),
     Exercise("ch12-noise", check_noise, ("two_se",)),
     Exercise("ch12-grid", check_index_ranges, ("index_ranges",)),
     Exercise("ch12-subset", check_subset, ("kept_6", "kept_15")),

@@ -413,7 +413,9 @@ def test_chapter_10_and_12_positions():
     freqs = encoding.frequency_vectors()[..., 0]
     turns = 6 * freqs[freqs != 0] / (2 * torch.pi)
     assert exercises.check_turns((turns.max(), turns.min()), encoding)
+    assert exercises.check_turns(turns.numpy(), encoding)  # one per frequency
     fails(exercises.check_turns, (turns.max() * 2 * math.pi, turns.min()), encoding, match="a turn is 2π")
+    fails(exercises.check_turns, "one", "axial", match="no longer the model's axial encoding")
 
     circular = {p: (x.min().item(), x.max().item()) for p in ["native", "extrapolate", "interpolate"]
                 for x in [patch_positions(12, 12, "circular", train_grid=(6, 6), protocol=p)[:, 0]]}
@@ -471,6 +473,7 @@ def test_chapter_12_and_13():
     assert resized == {0.9: (569, 427), 1.0: (512, 384)}
     assert exercises.check_crop(resized, kept)
     fails(exercises.check_crop, resized, {c: 100 * v for c, v in kept.items()}, match="a fraction, not a percentage")
+    fails(exercises.check_crop, (569, 427), kept, match="crop_sizes should be a dict with the keys 0.9 and 1.0")
 
     two_se = [100 * 2 * math.sqrt(2) * math.sqrt(p * (1 - p) / n)
               for n, p in [(3925, 0.98), (1000, 0.98), (50000, 0.8)]]
