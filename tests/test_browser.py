@@ -251,7 +251,9 @@ INSPECT = r"""() => {
     tex_errors: [...document.querySelectorAll('mjx-merror, mjx-assistive-mml mtext[mathcolor="red"]')]
                 .map(e => text(e.closest('.math') || e).slice(0, 100)),
     tables: article.querySelectorAll('table').length,
-    raw_tables: [...article.querySelectorAll('p, li, dd')].filter(p => /\|\s*:?-{3,}/.test(p.textContent))
+    raw_tables: [...article.querySelectorAll('p, li, dd')].filter(
+        // a delimiter row, also after the typographer turned its --- into dashes
+        p => /\|\s*:?(-{3,}|[\u2013\u2014]+)\s*:?\|/.test(p.textContent))
                   .map(p => text(p).slice(0, 120)),
     figures: figures,
     loose_images: [...article.querySelectorAll('img')].filter(i => !i.closest('figure'))
