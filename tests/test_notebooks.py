@@ -103,6 +103,19 @@ MAX_LINE = 88  # what fits the site's code cells and a phone held sideways witho
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cells_that_print_markdown_tables_render_them_as_tables(path):
+    # myst-nb renders a text/markdown output as CommonMark, which has no tables: a cell that
+    # displays one needs `mystnb: {markdown_format: gfm}`, or the site shows the raw pipes
+    missing = []
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if cell["cell_type"] == "code" and "Markdown(" in source and "|---" in source:
+            if cell["metadata"].get("mystnb", {}).get("markdown_format") != "gfm":
+                missing.append(f"cell {i} ({cell.get('id')})")
+    assert not missing, f"tables without markdown_format gfm: {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_code_lines_fit_in_88_characters(path):
     long = [f"cell {i} ({cell.get('id')}), {len(line)} characters: {line.strip()[:50]}..."
             for i, cell in enumerate(_load(path)["cells"]) if cell["cell_type"] == "code"
