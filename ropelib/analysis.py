@@ -283,7 +283,9 @@ def initial_model(results: dict | str | Path) -> VisionTransformer:
     """
     record = _read_results(results)
     config = TrainConfig.from_dict(record["config"])
-    model_config = dataclasses.replace(config.model, num_classes=record["model"]["num_classes"])
+    # runs recorded before the model's fields were nested keep the class count in "model"
+    num_classes = record.get("model", {}).get("num_classes", config.model.num_classes)
+    model_config = dataclasses.replace(config.model, num_classes=num_classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(record["seed"])
         model = VisionTransformer(model_config)

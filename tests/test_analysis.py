@@ -171,3 +171,19 @@ def test_initial_model_is_the_committed_runs_start():
     assert torch.corrcoef(torch.stack([trained, other]))[0, 1].abs() < 0.3
     model = analysis.trained_model(run)
     torch.testing.assert_close(model.state_dict()[key].flatten(), trained, rtol=0, atol=0)
+
+
+CIFAR_MIXED = ROOT / "results" / "cifar10-cpu" / "cifar10-cpu-mixed-seed0"
+
+
+@pytest.mark.skipif(not CIFAR_MIXED.exists(), reason="the committed CIFAR-10 mixed run is not in this checkout")
+def test_initial_model_reads_a_results_json_with_the_model_nested_in_its_config():
+    # runs recorded since the model's fields were nested have no top-level "model"; their class
+    # count is in config.model. Mixed's frequencies start random: the rebuilt start must be the
+    # run's own (the trained ones moved from it, but far less than to another seed's start)
+    start = analysis.initial_model(CIFAR_MIXED / "results.json")
+    assert start.config.num_classes == 10
+    trained = torch.load(CIFAR_MIXED / "position-parameters.pt", weights_only=True)
+    key = next(k for k in trained if k.startswith("blocks.0.attn.rotary."))
+    first, last = start.state_dict()[key].flatten(), trained[key].flatten()
+    assert 0 < (last - first).norm() < 0.5 * first.norm()
