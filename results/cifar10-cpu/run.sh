@@ -17,7 +17,7 @@ runs=${1:-runs/cifar10-cpu}; shift || true
 seeds=("$@"); (( ${#seeds[@]} )) || seeds=(0)
 keep=results/cifar10-cpu
 if [[ $data == torchvision ]]; then dataset=(--dataset cifar10 --download); else dataset=(--dataset imagefolder --data-dir "$data"); fi
-encodings=(ape-learned axial mixed spherical liere comrope-ld uniform)
+read -ra encodings <<< "${ENCODINGS:-ape-learned axial mixed spherical liere comrope-ld uniform}"
 for seed in "${seeds[@]}"; do
     for encoding in "${encodings[@]}"; do
         name="cifar10-cpu-$encoding-seed$seed"
