@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Chapter 10's CIFAR-10 data: each model of chapter 11's CPU comparison (trained at 32 px)
 # tested at 24-64 px under the three position protocols, and the rotary ones also with the
-# test-time remedies (PI, NTK, YaRN), on a class-balanced 2,000-image subset of the test set
+# test-time remedies that apply to them (PI, NTK, YaRN), on a class-balanced 2,000-image subset of the test set
 # (every fifth image) to keep the 64-pixel passes short on a CPU.
 #
 #   bash results/cifar10-cpu/evaluate.sh DATA_DIR [RUN_DIR]
@@ -18,8 +18,14 @@ if [[ $data == torchvision ]]; then dataset=(--dataset cifar10); else dataset=(-
 for model in "$runs"/cifar10-cpu-*/model.pt; do
     name=$(basename "$(dirname "$model")")
     if [[ -f "$keep/$name/evaluation.json" ]]; then continue; fi
-    remedies=(--remedies pi ntk yarn)
-    [[ $name == *ape-* ]] && remedies=()
+    # each remedy where it applies (chapter 10): NTK and YaRN rescale planar frequencies, and NTK
+    # needs more than one of them; PI only moves positions
+    case $name in
+        *-ape-*|*-none-*) remedies=() ;;
+        *-axial-*|*-mixed-*) remedies=(--remedies pi ntk yarn) ;;
+        *-uniform-*) remedies=(--remedies pi yarn) ;;
+        *) remedies=(--remedies pi) ;;
+    esac
     echo "== $name ($(date -u +%H:%M:%S))"
     out=$(mktemp -d)
     nice "$python" -m ropelib.evaluate "$model" "${dataset[@]}" --subset 2000 --resolutions 24 32 40 48 64 \
