@@ -388,3 +388,33 @@ def test_clear_errors():
     for bad in (dict(jitter=0.5), dict(rescale=-1.0), dict(shift=float("nan"))):
         with pytest.raises(ValueError, match="dinov3_coords"):
             remedies.dinov3_coords(pos, **bad)
+
+
+@pytest.mark.parametrize("encoding, remedy, phrase", [
+    ("spherical", "ntk", "planar"),
+    ("liere", "yarn", "planar"),
+    ("uniform", "ntk", "one frequency"),
+    ("ape-learned", "pi", "not rotary"),
+])
+def test_evaluate_refuses_a_remedy_the_encoding_cannot_take_before_reading_data(encoding, remedy, phrase):
+    """ropelib.evaluate checks every remedy against the model before it reads any data (the
+    CIFAR-10 evaluation once found out at its first test resolution, after loading the test set)."""
+    from ropelib.evaluate import check_remedies
+
+    model = vit("custom", img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=1, head_dim=48,
+                encoding=encoding, num_classes=3)
+    with pytest.raises(ValueError, match=f"--remedies {remedy}") as error:
+        check_remedies(model, [remedy])
+    assert phrase in str(error.value)
+
+
+@pytest.mark.parametrize("encoding, remedies", [
+    ("axial", ["pi", "ntk", "yarn"]), ("mixed", ["pi", "ntk", "yarn"]), ("uniform", ["pi", "yarn"]),
+    ("spherical", ["pi"]), ("liere", ["pi"]), ("comrope-ld", ["pi"]), ("none", ["none"]),
+])
+def test_evaluate_accepts_the_remedies_that_apply(encoding, remedies):
+    from ropelib.evaluate import check_remedies
+
+    model = vit("custom", img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=1, head_dim=48,
+                encoding=encoding, num_classes=3)
+    check_remedies(model, remedies)
