@@ -43,7 +43,7 @@ from .data import DataError, IMAGENETTE_FOLDERS, imagenet_indices, is_wnid
 from .pipelines import TEST_DATASETS, Preprocessing
 from .positions import PROTOCOLS
 from .provenance import provenance, write_json
-from .remedies import REMEDIES, rescaled_table
+from .remedies import REMEDIES
 from .smoke import is_smoke
 from .vit import ViTConfig, VisionTransformer, from_timm
 
@@ -191,22 +191,15 @@ def plot(results: dict, path: Path, title: str) -> None:
 def check_remedies(model: VisionTransformer, remedies) -> None:
     """Raise ``ValueError`` for a remedy that ``model``'s encoding cannot take, before any data is
     read (otherwise the error would come at the first test resolution, after the data loaded): the
-    remedy is applied once to a grid twice the training grid, in every layer."""
-    if not any(r != "none" for r in remedies):
-        return
-    encodings = model.rotary_encodings
-    if not encodings:
-        raise ValueError(f"--remedies {' '.join(remedies)}: the model's encoding ({model.config.encoding}) is not "
-                         "rotary, and the remedies rescale rotary positions or frequencies; drop --remedies")
+    model's own remedy path (:meth:`VisionTransformer.remedy_tables`) on twice the training grid."""
     h, w = (2 * n for n in model.config.grid)
-    pos = encodings[0].positions(h, w, protocol="extrapolate")
     for remedy in remedies:
         if remedy != "none":
-            for encoding in encodings:
-                try:
-                    rescaled_table(encoding, pos, None, (h, w), remedy)
-                except ValueError as error:
-                    raise ValueError(f"--remedies {remedy}: {error}") from None
+            try:
+                with torch.no_grad():
+                    model.remedy_tables(h, w, remedy)
+            except ValueError as error:
+                raise ValueError(f"--remedies {remedy}: {error}") from None
 
 
 def free_name(folder: Path, stem: str = "evaluation") -> str:

@@ -279,6 +279,19 @@ class VisionTransformer(nn.Module):
         table = None if first.learnable else first.table(pos, complete=True)
         return pos, table
 
+    def remedy_tables(self, h: int, w: int, remedy: str, remedy_options: dict | None = None, device=None):
+        """``(positions, [table of each block])`` of an ``h x w`` patch grid under a test-time
+        ``remedy`` (:mod:`ropelib.remedies`): the training spacing (``extrapolate``) with each
+        layer's frequencies rescaled, per layer because learned encodings have their own. Raises
+        ``ValueError`` for a model without rotary encoding or a remedy its encoding cannot take."""
+        encodings = self.rotary_encodings
+        if not encodings:
+            raise ValueError(f"ViT: remedy {remedy!r} rescales rotary encodings; {self.config.encoding} "
+                             "has none (it is not rotary): evaluate it without a remedy")
+        pos = encodings[0].positions(h, w, protocol="extrapolate", device=device)
+        return pos, [remedies.rescaled_table(e, pos, None, (h, w), remedy, **(remedy_options or {}))
+                     for e in encodings]
+
     def forward_features(self, images: torch.Tensor, protocol: str = "native", remedy: str = "none",
                          remedy_options: dict | None = None) -> torch.Tensor:
         """``(B, C, H, W)`` images to ``(B, prefix + N, embed_dim)`` normalised tokens.
@@ -307,13 +320,8 @@ class VisionTransformer(nn.Module):
         if remedy == "none":
             pos, table = self.rotary_positions(h, w, protocol, x.device)
             tables = [table] * len(self.blocks)
-        else:  # per layer: learned encodings have their own frequencies in every layer
-            encodings = self.rotary_encodings
-            if not encodings:
-                raise ValueError(f"ViT: remedy {remedy!r} rescales rotary encodings; {self.config.encoding} has none")
-            pos = encodings[0].positions(h, w, protocol="extrapolate", device=x.device)
-            tables = [remedies.rescaled_table(e, pos, None, (h, w), remedy, **(remedy_options or {}))
-                      for e in encodings]
+        else:
+            pos, tables = self.remedy_tables(h, w, remedy, remedy_options, x.device)
         for blk, table in zip(self.blocks, tables):
             x = blk(x, pos, table)
         return self.norm(x)
